@@ -1,0 +1,46 @@
+"""The API application: `uvicorn app.main:app` (settings from the environment)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+
+from app import health, openapi, withdrawals
+from app.errors import ApiError, handle_api_error, handle_http_exception, handle_unexpected
+from app.registry import Registry, load_registry
+from app.settings import Settings
+from db.engine import open_pool
+from jobs.queue import queue
+
+log = logging.getLogger("payouts.api")
+
+
+def create_app(settings: Settings | None = None, registry: Registry | None = None) -> Starlette:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        app.state.settings = settings or Settings.from_env()
+        app.state.registry = registry or load_registry()
+        pool = await open_pool(app.state.settings.database_url.reveal(), max_size=app.state.settings.db_pool_size)
+        app.state.pool = pool
+        try:
+            async with queue.open_async(pool):
+                yield
+        finally:
+            await pool.close()
+
+    return Starlette(
+        routes=[*withdrawals.routes, *health.routes, *openapi.routes()],
+        exception_handlers={
+            ApiError: handle_api_error,
+            HTTPException: handle_http_exception,
+            Exception: handle_unexpected,
+        },
+        lifespan=lifespan,
+    )
+
+
+app = create_app()

@@ -1,0 +1,215 @@
+"""The chain registry: which chains and assets exist, loaded from one TOML file (`chains.toml`)."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from app.addresses import AddressError, parse_address
+from app.amounts import AmountError, parse_units
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_REGISTRY_FILE = REPO_ROOT / "chains.toml"
+FEE_MODELS = ("eip1559", "legacy")
+GWEI_DECIMALS = 9
+
+
+class RegistryError(ValueError):
+    """The chain registry file is invalid; the message names the file and the field."""
+
+
+@dataclass(frozen=True)
+class Asset:
+    symbol: str
+    decimals: int
+    min_units: int
+    max_units: int
+    address: str | None = None  # None for the chain's native coin
+    enabled: bool = True
+
+    @property
+    def is_native(self) -> bool:
+        return self.address is None
+
+
+@dataclass(frozen=True)
+class Chain:
+    name: str
+    chain_id: int
+    enabled: bool
+    rpc_urls: tuple[str, ...]
+    confirmations: int
+    block_time_seconds: float
+    fee_model: str
+    max_fee_per_gas: int  # wei
+    max_priority_fee_per_gas: int  # wei
+    native: Asset
+    tokens: Mapping[str, Asset] = field(default_factory=dict)
+
+    def asset(self, symbol: str) -> Asset | None:
+        if symbol == self.native.symbol:
+            return self.native
+        return self.tokens.get(symbol)
+
+    @property
+    def assets(self) -> list[Asset]:
+        return [self.native, *self.tokens.values()]
+
+
+@dataclass(frozen=True)
+class Registry:
+    chains: Mapping[str, Chain]
+
+    def get(self, name: str) -> Chain | None:
+        return self.chains.get(name)
+
+    @property
+    def enabled(self) -> list[Chain]:
+        return [c for c in self.chains.values() if c.enabled]
+
+
+def redact_url(url: str) -> str:
+    """scheme://host[:port] only: paths and query strings of RPC URLs often carry API keys."""
+    parts = urlsplit(url)
+    host = parts.hostname or "?"
+    return f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")
+
+
+def env_name(chain: str) -> str:
+    return chain.upper().replace("-", "_")
+
+
+def load_registry(path: Path | str | None = None, environ: Mapping[str, str] | None = None) -> Registry:
+    environ = os.environ if environ is None else environ
+    path = Path(path or environ.get("PAYOUTS_CHAINS_FILE") or DEFAULT_REGISTRY_FILE)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise RegistryError(f"{path}: cannot read the chain registry: {exc}") from exc
+    chains_raw = raw.get("chains")
+    if not isinstance(chains_raw, dict) or not chains_raw:
+        raise RegistryError(f"{path}: no [chains.<name>] tables")
+
+    enabled_override = environ.get("PAYOUTS_ENABLED_CHAINS")
+    enabled_names = None
+    if enabled_override is not None:
+        enabled_names = {n.strip() for n in enabled_override.split(",") if n.strip()}
+        unknown = enabled_names - set(chains_raw)
+        if unknown:
+            raise RegistryError(f"PAYOUTS_ENABLED_CHAINS names unknown chains: {sorted(unknown)}")
+
+    chains: dict[str, Chain] = {}
+    seen_ids: dict[int, str] = {}
+    for name, table in chains_raw.items():
+        chain = _parse_chain(path, name, table, environ)
+        if enabled_names is not None:
+            chain = replace(chain, enabled=name in enabled_names)
+        if chain.chain_id in seen_ids:
+            raise RegistryError(
+                f"{path}: chains {seen_ids[chain.chain_id]} and {name} share chain_id {chain.chain_id}"
+            )
+        seen_ids[chain.chain_id] = name
+        chains[name] = chain
+    return Registry(chains=chains)
+
+
+def _parse_chain(path: Path, name: str, t: Any, environ: Mapping[str, str]) -> Chain:
+    where = f"{path}: chains.{name}"
+    if not isinstance(t, dict):
+        raise RegistryError(f"{where}: must be a table")
+
+    def need(key: str, kind: type | tuple[type, ...]) -> Any:
+        if key not in t:
+            raise RegistryError(f"{where}.{key} is missing")
+        value = t[key]
+        if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+            raise RegistryError(f"{where}.{key} has the wrong type")
+        return value
+
+    rpc_urls = tuple(need("rpc_urls", list))
+    override = environ.get(f"PAYOUTS_RPC_URLS_{env_name(name)}")
+    if override:
+        rpc_urls = tuple(u.strip() for u in override.split(",") if u.strip())
+    if not rpc_urls or not all(isinstance(u, str) and u.startswith(("http://", "https://")) for u in rpc_urls):
+        raise RegistryError(f"{where}.rpc_urls must be one or more http(s) URLs")
+
+    fee_model = need("fee_model", str)
+    if fee_model not in FEE_MODELS:
+        raise RegistryError(f"{where}.fee_model must be one of {FEE_MODELS}")
+    confirmations = need("confirmations", int)
+    if confirmations < 1:
+        raise RegistryError(f"{where}.confirmations must be at least 1")
+    block_time = need("block_time_seconds", (int, float))
+    if block_time <= 0:
+        raise RegistryError(f"{where}.block_time_seconds must be positive")
+
+    native_raw = need("native", dict)
+    native = _parse_asset(f"{where}.native", native_raw.get("symbol"), native_raw, native=True)
+    tokens: dict[str, Asset] = {}
+    for symbol, token_raw in t.get("tokens", {}).items():
+        asset = _parse_asset(f"{where}.tokens.{symbol}", symbol, token_raw, native=False)
+        if symbol == native.symbol:
+            raise RegistryError(f"{where}.tokens.{symbol} has the native coin's symbol")
+        tokens[symbol] = asset
+
+    return Chain(
+        name=name,
+        chain_id=need("chain_id", int),
+        enabled=need("enabled", bool),
+        rpc_urls=rpc_urls,
+        confirmations=confirmations,
+        block_time_seconds=float(block_time),
+        fee_model=fee_model,
+        max_fee_per_gas=_gwei(where, "max_fee_per_gas_gwei", need("max_fee_per_gas_gwei", str)),
+        max_priority_fee_per_gas=_gwei(
+            where, "max_priority_fee_per_gas_gwei", need("max_priority_fee_per_gas_gwei", str)
+        ),
+        native=native,
+        tokens=tokens,
+    )
+
+
+def _gwei(where: str, key: str, text: str) -> int:
+    try:
+        return parse_units(text, GWEI_DECIMALS)
+    except AmountError as exc:
+        raise RegistryError(f"{where}.{key}: {exc}") from exc
+
+
+def _parse_asset(where: str, symbol: Any, t: Any, *, native: bool) -> Asset:
+    if not isinstance(t, dict):
+        raise RegistryError(f"{where} must be a table")
+    if not isinstance(symbol, str) or not symbol.isalnum() or len(symbol) > 16:
+        raise RegistryError(f"{where}: symbol must be 1-16 letters or digits")
+    decimals = t.get("decimals")
+    if not isinstance(decimals, int) or isinstance(decimals, bool) or not 0 <= decimals <= 36:
+        raise RegistryError(f"{where}.decimals must be an integer from 0 to 36")
+    try:
+        min_units = parse_units(str(t.get("min", "")), decimals)
+        max_units = parse_units(str(t.get("max", "")), decimals)
+    except AmountError as exc:
+        raise RegistryError(f"{where}: min/max: {exc}") from exc
+    if not 0 < min_units <= max_units:
+        raise RegistryError(f"{where}: need 0 < min <= max")
+    address = None
+    if not native:
+        try:
+            address = parse_address(str(t.get("address", "")))
+        except AddressError as exc:
+            raise RegistryError(f"{where}.address: {exc}") from exc
+    enabled = t.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise RegistryError(f"{where}.enabled must be true or false")
+    return Asset(
+        symbol=symbol,
+        decimals=decimals,
+        min_units=min_units,
+        max_units=max_units,
+        address=address,
+        enabled=enabled,
+    )

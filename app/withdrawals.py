@@ -1,0 +1,271 @@
+"""Public API v1: withdrawals."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import uuid
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from app.amounts import format_units
+from app.auth import require_client
+from app.errors import ApiError
+from app.schemas import CreateWithdrawal, Failure, Withdrawal, WithdrawalPage
+from app.validation import request_hash, validate_order
+from db import withdrawals as repo
+from db.states import WithdrawalStatus
+from db.wallets import is_own_wallet
+from jobs.validate import validate as validate_job
+
+MAX_IDEMPOTENCY_KEY = 255
+DEFAULT_PAGE = 50
+MAX_PAGE = 200
+LIST_PARAMS = {"status", "chain", "asset", "created_from", "created_to", "cursor", "limit"}
+
+
+def render(request: Request, row: dict[str, Any]) -> dict[str, Any]:
+    chain = request.app.state.registry.get(row["chain"])
+    asset = chain.asset(row["asset"]) if chain else None
+    units = int(row["amount"])
+    # A withdrawal outlives registry edits: without its asset's decimals, show base units.
+    amount = format_units(units, asset.decimals) if asset else str(units)
+    failure = (
+        Failure(code=row["failure_code"], reason=row["failure_reason"]) if row["failure_code"] else None
+    )
+    return Withdrawal(
+        id=str(row["id"]),
+        status=row["status"],
+        chain=row["chain"],
+        asset=row["asset"],
+        to=row["to_address"],
+        amount=amount,
+        amount_base_units=str(units),
+        reference=row["reference"],
+        failure=failure,
+        status_note=row["status_note"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    ).model_dump(mode="json")
+
+
+async def read_body(request: Request) -> bytes:
+    limit: int = request.app.state.settings.max_body_bytes
+    too_large = ApiError(413, "body_too_large", f"the request body is larger than {limit} bytes")
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_create(body: bytes, content_type: str | None) -> CreateWithdrawal:
+    if content_type is None or content_type.split(";")[0].strip().lower() != "application/json":
+        raise ApiError(415, "unsupported_media_type", "send the body as Content-Type: application/json")
+    try:
+        return CreateWithdrawal.model_validate_json(body)
+    except ValidationError as exc:
+        errors = [_field_error(e) for e in exc.errors(include_url=False, include_input=False)]
+        if any(e["code"] == "json_invalid" for e in errors):
+            raise ApiError(400, "malformed_json", "the body is not valid JSON", errors=errors) from None
+        raise ApiError(422, "invalid_request", "the body does not match the schema", errors=errors) from None
+
+
+def _field_error(e: Any) -> dict[str, str]:
+    kind = e["type"]
+    code = {"extra_forbidden": "unknown_field", "missing": "missing_field"}.get(kind, kind)
+    field = ".".join(str(p) for p in e["loc"]) or "body"
+    return {"field": field, "code": code, "message": e["msg"]}
+
+
+def idempotency_key(request: Request) -> str:
+    key = request.headers.get("idempotency-key")
+    if key is None or not key.strip():
+        raise ApiError(400, "idempotency_key_missing", "send an Idempotency-Key header (e.g. a UUID) with every create")
+    if len(key) > MAX_IDEMPOTENCY_KEY or not key.isprintable() or not key.isascii():
+        raise ApiError(400, "idempotency_key_invalid", f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY} printable ASCII characters")
+    return key
+
+
+async def create_withdrawal(request: Request) -> Response:
+    client = await require_client(request)
+    key = idempotency_key(request)
+    body = parse_create(await read_body(request), request.headers.get("content-type"))
+    fingerprint = request_hash(body)
+    pool = request.app.state.pool
+    try:
+        order = validate_order(request.app.state.registry, body)
+        async with pool.connection() as conn:
+            own = await is_own_wallet(conn, order.chain.name, order.to)
+        if own:
+            raise ApiError(422, "address_is_own_wallet", "the recipient is one of this system's own wallets",
+                           errors=[{"field": "to", "code": "address_is_own_wallet", "message": "own wallet"}])
+    except ApiError:
+        # A retry of a request that was accepted earlier gets its withdrawal, even if the rules
+        # (registry, wallets) changed since; only a new request is refused.
+        async with pool.connection() as conn:
+            existing = await repo.get_by_idempotency_key(conn, client.id, key)
+        if existing is None:
+            raise
+        return replay(request, existing, fingerprint)
+
+    new = repo.NewWithdrawal(
+        client_id=client.id,
+        idempotency_key=key,
+        request_hash=fingerprint,
+        chain=order.chain.name,
+        asset=order.asset.symbol,
+        to_address=order.to,
+        amount=order.amount,
+        reference=body.reference,
+    )
+    async with pool.connection() as conn:
+        async with conn.transaction():
+            row = await repo.insert_withdrawal(conn, new)
+            if row is not None:
+                # The outbox: the row and its first job commit together or not at all.
+                await validate_job.configure(connection=conn).defer_async(chain=order.chain.name)
+        if row is None:
+            existing = await repo.get_by_idempotency_key(conn, client.id, key)
+    if row is None:
+        assert existing is not None  # ON CONFLICT only skips when the row exists
+        return replay(request, existing, fingerprint)
+    return JSONResponse(render(request, row), status_code=201, headers={"Location": f"/v1/withdrawals/{row['id']}"})
+
+
+def replay(request: Request, existing: dict[str, Any], fingerprint: bytes) -> Response:
+    if bytes(existing["request_hash"]) != fingerprint:
+        raise ApiError(
+            422,
+            "idempotency_key_reused",
+            "this Idempotency-Key was already used with a different request body",
+        )
+    return JSONResponse(
+        render(request, existing), status_code=200, headers={"Idempotent-Replayed": "true"}
+    )
+
+
+def path_id(request: Request) -> uuid.UUID:
+    raw = request.path_params["withdrawal_id"]
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise ApiError(404, "withdrawal_not_found", "no withdrawal with this id") from None
+
+
+async def get_withdrawal(request: Request) -> Response:
+    client = await require_client(request)
+    async with request.app.state.pool.connection() as conn:
+        row = await repo.get_withdrawal(conn, client.id, path_id(request))
+    if row is None:
+        raise ApiError(404, "withdrawal_not_found", "no withdrawal with this id")
+    return JSONResponse(render(request, row))
+
+
+async def cancel_withdrawal(request: Request) -> Response:
+    client = await require_client(request)
+    withdrawal_id = path_id(request)
+    async with request.app.state.pool.connection() as conn:
+        row = await repo.cancel_withdrawal(conn, client.id, withdrawal_id, "canceled by the client")
+        if row is None:
+            row = await repo.get_withdrawal(conn, client.id, withdrawal_id)
+            if row is None:
+                raise ApiError(404, "withdrawal_not_found", "no withdrawal with this id")
+            if row["status"] != WithdrawalStatus.CANCELED:
+                raise ApiError(
+                    409,
+                    "withdrawal_not_cancelable",
+                    f"the withdrawal is {row['status']}: it can be canceled only before it is signed",
+                )
+    return JSONResponse(render(request, row))
+
+
+def encode_cursor(row: dict[str, Any]) -> str:
+    raw = json.dumps([row["created_at"].isoformat(), str(row["id"])]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(text: str) -> tuple[datetime, uuid.UUID]:
+    bad = ApiError(400, "invalid_cursor", "the cursor is not one this API returned")
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        created_at, ident = json.loads(raw)
+        return datetime.fromisoformat(created_at), uuid.UUID(ident)
+    except (binascii.Error, ValueError, TypeError):
+        raise bad from None
+
+
+def query_error(param: str, detail: str) -> ApiError:
+    return ApiError(400, "invalid_query", detail, errors=[{"field": param, "code": "invalid_query", "message": detail}])
+
+
+def parse_time(param: str, text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise query_error(param, f"{param} must be an ISO 8601 date-time such as 2026-01-31T00:00:00Z") from None
+    if value.tzinfo is None:
+        raise query_error(param, f"{param} must include a time zone (e.g. Z or +00:00)")
+    return value
+
+
+async def list_withdrawals(request: Request) -> Response:
+    client = await require_client(request)
+    params = request.query_params
+    unknown = set(params.keys()) - LIST_PARAMS
+    if unknown:
+        raise query_error(sorted(unknown)[0], f"unknown query parameters: {sorted(unknown)}; known: {sorted(LIST_PARAMS)}")
+    statuses: list[str] | None = None
+    if params.getlist("status"):
+        statuses = [s.strip() for value in params.getlist("status") for s in value.split(",") if s.strip()]
+        valid = {s.value for s in WithdrawalStatus}
+        wrong = [s for s in statuses if s not in valid]
+        if wrong or not statuses:
+            raise query_error("status", f"unknown status {wrong}; one of {sorted(valid)}")
+    limit = DEFAULT_PAGE
+    if "limit" in params:
+        text = params["limit"]
+        if not text.isdigit() or not 1 <= int(text) <= MAX_PAGE:
+            raise query_error("limit", f"limit must be an integer from 1 to {MAX_PAGE}")
+        limit = int(text)
+    after_created_at, after_id = decode_cursor(params["cursor"]) if "cursor" in params else (None, None)
+    page = repo.PageQuery(
+        client_id=client.id,
+        limit=limit + 1,  # one more tells whether a next page exists
+        statuses=statuses,
+        chain=params.get("chain"),
+        asset=params.get("asset"),
+        created_from=parse_time("created_from", params["created_from"]) if "created_from" in params else None,
+        created_to=parse_time("created_to", params["created_to"]) if "created_to" in params else None,
+        after_created_at=after_created_at,
+        after_id=after_id,
+    )
+    async with request.app.state.pool.connection() as conn:
+        rows = await repo.list_withdrawals(conn, page)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    body = WithdrawalPage(
+        data=[render(request, r) for r in rows],  # type: ignore[misc]
+        next_cursor=encode_cursor(rows[-1]) if more else None,
+    )
+    return JSONResponse(body.model_dump(mode="json"))
+
+
+routes = [
+    Route("/v1/withdrawals", create_withdrawal, methods=["POST"]),
+    Route("/v1/withdrawals", list_withdrawals, methods=["GET"]),
+    Route("/v1/withdrawals/{withdrawal_id}", get_withdrawal, methods=["GET"]),
+    Route("/v1/withdrawals/{withdrawal_id}/cancel", cancel_withdrawal, methods=["POST"]),
+]

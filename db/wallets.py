@@ -1,0 +1,27 @@
+"""Our own wallets per chain: the main account (reserves) and the hot wallets that pay out."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from psycopg import AsyncConnection, Connection
+
+from db.queries import query
+
+
+async def is_own_wallet(conn: AsyncConnection, chain: str, address: str) -> bool:
+    cur = await conn.execute(query("is_own_wallet"), {"chain": chain, "address": address})
+    row = await cur.fetchone()
+    return bool(row and row["own"])  # type: ignore[call-overload]
+
+
+def upsert_wallet(conn: Connection, chain: str, address: str, role: str, key_ref: str | None) -> uuid.UUID:
+    row: Any = conn.execute(
+        query("upsert_wallet"), {"chain": chain, "address": address, "role": role, "key_ref": key_ref}
+    ).fetchone()
+    return row["id"] if isinstance(row, dict) else row[0]
+
+
+def list_wallets(conn: Connection) -> list[Any]:
+    return conn.execute(query("list_wallets")).fetchall()

@@ -1,0 +1,144 @@
+"""Withdrawal rows: create (idempotently), read, page, cancel and move through the status machine.
+
+Every function takes an open connection so that callers decide the transaction: creating a
+withdrawal and deferring its first job commit together (the transactional outbox).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg import AsyncConnection
+
+from db.queries import query
+from db.states import CANCELABLE_BY_CLIENT, WithdrawalStatus, check_transition
+
+Row = dict[str, Any]
+
+
+class StaleStatus(Exception):
+    """A compare-and-set found the withdrawal in another status than expected."""
+
+
+@dataclass(frozen=True)
+class NewWithdrawal:
+    client_id: uuid.UUID
+    idempotency_key: str
+    request_hash: bytes
+    chain: str
+    asset: str
+    to_address: str
+    amount: int
+    reference: str | None
+
+
+async def insert_withdrawal(conn: AsyncConnection, w: NewWithdrawal) -> Row | None:
+    """Insert; None when the client already used the idempotency key (then read that row)."""
+    cur = await conn.execute(query("insert_withdrawal"), w.__dict__)
+    return await cur.fetchone()  # type: ignore[return-value]
+
+
+async def get_by_idempotency_key(conn: AsyncConnection, client_id: uuid.UUID, key: str) -> Row | None:
+    cur = await conn.execute(
+        query("get_withdrawal_by_idempotency_key"), {"client_id": client_id, "idempotency_key": key}
+    )
+    return await cur.fetchone()  # type: ignore[return-value]
+
+
+async def get_withdrawal(conn: AsyncConnection, client_id: uuid.UUID, withdrawal_id: uuid.UUID) -> Row | None:
+    cur = await conn.execute(query("get_withdrawal"), {"id": withdrawal_id, "client_id": client_id})
+    return await cur.fetchone()  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class PageQuery:
+    client_id: uuid.UUID
+    limit: int
+    statuses: list[str] | None = None
+    chain: str | None = None
+    asset: str | None = None
+    created_from: datetime | None = None
+    created_to: datetime | None = None
+    after_created_at: datetime | None = None
+    after_id: uuid.UUID | None = None
+
+
+async def list_withdrawals(conn: AsyncConnection, page: PageQuery) -> list[Row]:
+    cur = await conn.execute(query("list_withdrawals"), page.__dict__)
+    return await cur.fetchall()  # type: ignore[return-value]
+
+
+async def cancel_withdrawal(
+    conn: AsyncConnection, client_id: uuid.UUID, withdrawal_id: uuid.UUID, note: str
+) -> Row | None:
+    """Cancel if nothing is signed yet; None when the withdrawal is missing or past that point."""
+    cur = await conn.execute(
+        query("cancel_withdrawal"),
+        {
+            "id": withdrawal_id,
+            "client_id": client_id,
+            "note": note,
+            "cancelable": [s.value for s in CANCELABLE_BY_CLIENT],
+        },
+    )
+    return await cur.fetchone()  # type: ignore[return-value]
+
+
+async def transition(
+    conn: AsyncConnection,
+    ids: Sequence[uuid.UUID],
+    from_status: WithdrawalStatus,
+    to_status: WithdrawalStatus,
+    *,
+    note: str | None = None,
+    failure_code: str | None = None,
+    failure_reason: str | None = None,
+) -> list[uuid.UUID]:
+    """Move withdrawals that are in `from_status` to `to_status` (money rule 4).
+
+    Raises IllegalTransition for an edge the status machine does not have. Returns the ids that
+    moved; a withdrawal that was no longer in `from_status` is left alone and not returned.
+    """
+    check_transition(from_status, to_status)
+    cur = await conn.execute(
+        query("transition_withdrawals"),
+        {
+            "ids": list(ids),
+            "from_status": from_status.value,
+            "to_status": to_status.value,
+            "note": note,
+            "failure_code": failure_code,
+            "failure_reason": failure_reason,
+        },
+    )
+    return [row["id"] for row in await cur.fetchall()]  # type: ignore[call-overload]
+
+
+async def transition_one(
+    conn: AsyncConnection,
+    withdrawal_id: uuid.UUID,
+    from_status: WithdrawalStatus,
+    to_status: WithdrawalStatus,
+    **kwargs: str | None,
+) -> None:
+    """Like transition(), for one withdrawal that must be in `from_status` (else StaleStatus)."""
+    moved = await transition(conn, [withdrawal_id], from_status, to_status, **kwargs)  # type: ignore[arg-type]
+    if not moved:
+        raise StaleStatus(f"withdrawal {withdrawal_id} is not {from_status}")
+
+
+async def events(conn: AsyncConnection, withdrawal_id: uuid.UUID) -> list[Row]:
+    cur = await conn.execute(query("withdrawal_events"), {"id": withdrawal_id})
+    return await cur.fetchall()  # type: ignore[return-value]
+
+
+def is_transition_violation(exc: BaseException) -> bool:
+    """Whether a database error is the status trigger refusing an edge."""
+    return isinstance(exc, psycopg.errors.CheckViolation) and (
+        exc.diag.constraint_name == "withdrawal_transition"
+    )

@@ -1,0 +1,47 @@
+"""Run a job worker: `python -m jobs.worker` (DATABASE_URL from the environment).
+
+Any number of workers may run, on any hosts: they coordinate only through Postgres.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from app.settings import Settings, SettingsError
+from db.engine import open_pool
+from jobs.queue import queue
+
+QUEUES = ["validate"]
+
+
+async def run(concurrency: int, queues: list[str]) -> None:
+    settings = Settings.from_env()
+    pool = await open_pool(settings.database_url.reveal(), min_size=2, max_size=concurrency + 2)
+    try:
+        async with queue.open_async(pool):
+            await queue.run_worker_async(
+                queues=queues, concurrency=concurrency, install_signal_handlers=True
+            )
+    finally:
+        await pool.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jobs.worker", description=__doc__)
+    parser.add_argument("--concurrency", type=int, default=4, help="jobs run at once (default 4)")
+    parser.add_argument("--queue", action="append", dest="queues", help="queues to serve (default: all)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        asyncio.run(run(args.concurrency, args.queues or QUEUES))
+    except SettingsError as exc:
+        print(f"worker: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
