@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
@@ -18,12 +19,20 @@ def psycopg_url(database_url: str) -> str:
     return database_url.replace("postgresql+psycopg://", "postgresql://", 1)
 
 
+async def _autocommit(conn: AsyncConnection) -> None:
+    # Statements outside `conn.transaction()` commit on their own; transactions are explicit.
+    # (Set here, not in the pool's connect kwargs: procrastinate opens its LISTEN connection with
+    # those kwargs plus its own autocommit=True.)
+    await conn.set_autocommit(True)
+
+
 async def open_pool(database_url: str, *, min_size: int = 2, max_size: int = 10) -> AsyncConnectionPool:
     pool = AsyncConnectionPool(
         psycopg_url(database_url),
         min_size=min_size,
         max_size=max_size,
-        kwargs={"row_factory": dict_row, "autocommit": True},
+        kwargs={"row_factory": dict_row},
+        configure=_autocommit,
         open=False,
         name="payouts",
     )
