@@ -31,7 +31,8 @@ from app.settings import redact_dsn  # noqa: E402
 from db import clients, wallets  # noqa: E402
 from jobs import devchain  # noqa: E402
 
-DEV_DIR = REPO_ROOT / ".dev"
+# PAYOUTS_DEV_DIR moves everything the stack writes (tests run a second stack beside yours).
+DEV_DIR = Path(os.environ.get("PAYOUTS_DEV_DIR") or REPO_ROOT / ".dev").resolve()
 LOG_DIR = DEV_DIR / "logs"
 STACK_FILE = DEV_DIR / "stack.json"
 KEY_FILE = DEV_DIR / "api_key"
