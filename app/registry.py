@@ -50,6 +50,12 @@ class Chain:
     max_priority_fee_per_gas: int  # wei
     native: Asset
     tokens: Mapping[str, Asset] = field(default_factory=dict)
+    # Transactions a hot wallet may have on their way at once (each is a nonce in its lane).
+    max_in_flight_per_wallet: int = 16
+    # A transaction not mined this long after its broadcast is sent again or replaced.
+    stuck_after_seconds: float = 30.0
+    # What a reverted payout does: "fail" its withdrawals, or "repay" them in a new transaction.
+    revert_policy: str = "fail"
 
     def asset(self, symbol: str) -> Asset | None:
         if symbol == self.native.symbol:
@@ -150,12 +156,25 @@ def _parse_chain(path: Path, name: str, t: Any, environ: Mapping[str, str]) -> C
 
     native_raw = need("native", dict)
     native = _parse_asset(f"{where}.native", native_raw.get("symbol"), native_raw, native=True)
+    tokens_raw = t.get("tokens", {})
+    if not isinstance(tokens_raw, dict):
+        raise RegistryError(f"{where}.tokens must be a table of tokens by symbol")
     tokens: dict[str, Asset] = {}
-    for symbol, token_raw in t.get("tokens", {}).items():
+    for symbol, token_raw in tokens_raw.items():
         asset = _parse_asset(f"{where}.tokens.{symbol}", symbol, token_raw, native=False)
         if symbol == native.symbol:
             raise RegistryError(f"{where}.tokens.{symbol} has the native coin's symbol")
         tokens[symbol] = asset
+
+    max_in_flight = t.get("max_in_flight_per_wallet", 16)
+    if not isinstance(max_in_flight, int) or isinstance(max_in_flight, bool) or not 1 <= max_in_flight <= 1024:
+        raise RegistryError(f"{where}.max_in_flight_per_wallet must be an integer from 1 to 1024")
+    stuck_after = t.get("stuck_after_seconds", max(3 * float(block_time), 3.0))
+    if not isinstance(stuck_after, int | float) or isinstance(stuck_after, bool) or stuck_after <= 0:
+        raise RegistryError(f"{where}.stuck_after_seconds must be a positive number")
+    revert_policy = t.get("revert_policy", "fail")
+    if revert_policy not in ("fail", "repay"):
+        raise RegistryError(f"{where}.revert_policy must be 'fail' or 'repay'")
 
     return Chain(
         name=name,
@@ -171,6 +190,9 @@ def _parse_chain(path: Path, name: str, t: Any, environ: Mapping[str, str]) -> C
         ),
         native=native,
         tokens=tokens,
+        max_in_flight_per_wallet=max_in_flight,
+        stuck_after_seconds=float(stuck_after),
+        revert_policy=revert_policy,
     )
 
 

@@ -1,0 +1,244 @@
+"""The migrated schema: no drift from db/models.py, and the money rules Postgres itself enforces."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import psycopg
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import create_engine
+
+from db.engine import sqlalchemy_url
+from db.models import metadata
+from db.states import ALLOWED_TRANSITIONS, WithdrawalStatus
+from db.withdrawals import is_transition_violation
+from tests.conftest import make_client
+
+Conn = psycopg.Connection[dict[str, Any]]  # the `db` fixture's rows are dicts
+S = WithdrawalStatus
+ADDRESS = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
+
+
+def include_object(
+    obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
+) -> bool:
+    return not (type_ == "table" and name is not None and name.startswith("procrastinate_"))
+
+
+def insert_withdrawal(db: Conn, client_id: uuid.UUID, amount: int = 1_000_000) -> uuid.UUID:
+    row = db.execute(
+        "INSERT INTO withdrawals"
+        " (client_id, idempotency_key, request_hash, chain, asset, to_address, amount)"
+        " VALUES (%s, %s, %s, 'localhost', 'USDT', %s, %s) RETURNING id",
+        (client_id, uuid.uuid4().hex, b"\x00" * 32, ADDRESS, amount),
+    ).fetchone()
+    assert row is not None
+    return row["id"]
+
+
+def events(db: Conn, withdrawal_id: uuid.UUID) -> list[tuple[str | None, str, str | None]]:
+    rows = db.execute(
+        "SELECT from_status, to_status, note FROM withdrawal_events"
+        " WHERE withdrawal_id = %s ORDER BY id",
+        (withdrawal_id,),
+    ).fetchall()
+    return [(r["from_status"], r["to_status"], r["note"]) for r in rows]
+
+
+def status_of(db: Conn, withdrawal_id: uuid.UUID) -> str:
+    row = db.execute("SELECT status FROM withdrawals WHERE id = %s", (withdrawal_id,)).fetchone()
+    assert row is not None
+    return row["status"]
+
+
+def test_models_match_the_migrated_database(database_url: str) -> None:
+    engine = create_engine(sqlalchemy_url(database_url))
+    try:
+        with engine.connect() as conn:
+            context = MigrationContext.configure(
+                conn,
+                opts={
+                    "include_object": include_object,
+                    "compare_type": True,
+                    "compare_server_default": True,
+                },
+            )
+            diff = compare_metadata(context, metadata)
+    finally:
+        engine.dispose()
+    assert diff == []
+
+
+def test_transition_table_equals_the_status_machine(db: Conn) -> None:
+    rows = db.execute("SELECT from_status, to_status FROM withdrawal_transitions").fetchall()
+    in_database = {(S(r["from_status"]), S(r["to_status"])) for r in rows}
+    assert len(rows) == len(in_database)
+    assert in_database == ALLOWED_TRANSITIONS
+
+
+def test_status_enum_matches_the_python_enum(db: Conn) -> None:
+    rows = db.execute("SELECT unnest(enum_range(NULL::withdrawal_status))::text AS s").fetchall()
+    assert [r["s"] for r in rows] == [s.value for s in S]
+
+
+def test_insert_writes_a_pending_event(db: Conn) -> None:
+    client_id, _ = make_client(db, "acme")
+    withdrawal_id = insert_withdrawal(db, client_id)
+    assert status_of(db, withdrawal_id) == "PENDING"
+    assert events(db, withdrawal_id) == [(None, "PENDING", None)]
+
+
+def test_a_withdrawal_cannot_start_in_another_status(db: Conn) -> None:
+    client_id, _ = make_client(db, "acme")
+    with pytest.raises(psycopg.errors.CheckViolation) as exc:
+        db.execute(
+            "INSERT INTO withdrawals (client_id, idempotency_key, request_hash, chain, asset,"
+            " to_address, amount, status)"
+            " VALUES (%s, 'k', '\\x00', 'localhost', 'USDT', %s, 1, 'SIGNED')",
+            (client_id, ADDRESS),
+        )
+    assert is_transition_violation(exc.value)
+    assert db.execute("SELECT count(*) AS n FROM withdrawals").fetchone() == {"n": 0}
+
+
+def test_trigger_refuses_an_illegal_update(db: Conn) -> None:
+    client_id, _ = make_client(db, "acme")
+    withdrawal_id = insert_withdrawal(db, client_id)
+    with pytest.raises(psycopg.errors.CheckViolation) as exc:
+        db.execute("UPDATE withdrawals SET status = 'CONFIRMED' WHERE id = %s", (withdrawal_id,))
+    assert exc.value.diag.constraint_name == "withdrawal_transition"
+    assert is_transition_violation(exc.value)
+    assert "PENDING -> CONFIRMED" in str(exc.value)
+    assert status_of(db, withdrawal_id) == "PENDING"
+    assert events(db, withdrawal_id) == [(None, "PENDING", None)]
+
+
+def test_other_check_violations_are_not_transition_violations(db: Conn) -> None:
+    client_id, _ = make_client(db, "acme")
+    with pytest.raises(psycopg.errors.CheckViolation) as exc:
+        insert_withdrawal(db, client_id, amount=0)
+    assert exc.value.diag.constraint_name == "ck_withdrawals_amount_positive"
+    assert not is_transition_violation(exc.value)
+
+
+def test_every_illegal_edge_is_refused_by_the_database(db: Conn) -> None:
+    client_id, _ = make_client(db, "acme")
+    withdrawal_id = insert_withdrawal(db, client_id)
+    refused = 0
+    for from_status in S:
+        db.execute("ALTER TABLE withdrawals DISABLE TRIGGER USER")
+        try:
+            db.execute(
+                "UPDATE withdrawals SET status = %s WHERE id = %s",
+                (from_status.value, withdrawal_id),
+            )
+        finally:
+            db.execute("ALTER TABLE withdrawals ENABLE TRIGGER USER")
+        for to_status in S:
+            if to_status == from_status or (from_status, to_status) in ALLOWED_TRANSITIONS:
+                continue
+            with pytest.raises(psycopg.errors.CheckViolation) as exc:
+                db.execute(
+                    "UPDATE withdrawals SET status = %s WHERE id = %s",
+                    (to_status.value, withdrawal_id),
+                )
+            assert is_transition_violation(exc.value), (from_status, to_status)
+            refused += 1
+    assert refused == 100 - 10 - len(ALLOWED_TRANSITIONS)
+
+
+def test_a_legal_update_writes_an_event_row(db: Conn) -> None:
+    client_id, _ = make_client(db, "acme")
+    withdrawal_id = insert_withdrawal(db, client_id)
+    before = db.execute(
+        "SELECT updated_at FROM withdrawals WHERE id = %s", (withdrawal_id,)
+    ).fetchone()
+    db.execute(
+        "UPDATE withdrawals SET status = 'VALIDATING', status_note = 'taken' WHERE id = %s",
+        (withdrawal_id,),
+    )
+    db.execute(
+        "UPDATE withdrawals SET status = 'SIGNING', status_note = NULL WHERE id = %s",
+        (withdrawal_id,),
+    )
+    assert events(db, withdrawal_id) == [
+        (None, "PENDING", None),
+        ("PENDING", "VALIDATING", "taken"),
+        ("VALIDATING", "SIGNING", None),
+    ]
+    after = db.execute(
+        "SELECT updated_at FROM withdrawals WHERE id = %s", (withdrawal_id,)
+    ).fetchone()
+    assert before is not None and after is not None and after["updated_at"] > before["updated_at"]
+
+
+def test_an_update_that_keeps_the_status_writes_no_event(db: Conn) -> None:
+    client_id, _ = make_client(db, "acme")
+    withdrawal_id = insert_withdrawal(db, client_id)
+    db.execute(
+        "UPDATE withdrawals SET status = 'PENDING', status_note = 'x' WHERE id = %s",
+        (withdrawal_id,),
+    )
+    assert events(db, withdrawal_id) == [(None, "PENDING", None)]
+
+
+@pytest.mark.parametrize("amount", [0, -1])
+def test_check_refuses_a_non_positive_amount(db: Conn, amount: int) -> None:
+    client_id, _ = make_client(db, "acme")
+    with pytest.raises(psycopg.errors.CheckViolation) as exc:
+        insert_withdrawal(db, client_id, amount=amount)
+    assert exc.value.diag.constraint_name == "ck_withdrawals_amount_positive"
+
+
+def test_amount_holds_uint256_and_no_more(db: Conn) -> None:
+    client_id, _ = make_client(db, "acme")
+    withdrawal_id = insert_withdrawal(db, client_id, amount=2**256 - 1)
+    row = db.execute("SELECT amount FROM withdrawals WHERE id = %s", (withdrawal_id,)).fetchone()
+    assert row is not None and int(row["amount"]) == 2**256 - 1
+    with pytest.raises(psycopg.errors.NumericValueOutOfRange):
+        insert_withdrawal(db, client_id, amount=10**78)
+
+
+def new_payout(db: Conn) -> uuid.UUID:
+    row = db.execute(
+        "INSERT INTO payouts (chain, sender, kind, asset, to_address)"
+        " VALUES ('localhost', %s, 'withdrawal', 'USDT', %s) RETURNING id",
+        (ADDRESS, ADDRESS),
+    ).fetchone()
+    assert row is not None
+    return row["id"]
+
+
+def test_a_withdrawal_has_at_most_one_live_payout_item(db: Conn) -> None:
+    client_id, _ = make_client(db, "acme")
+    withdrawal_id = insert_withdrawal(db, client_id)
+    first, second, third = new_payout(db), new_payout(db), new_payout(db)
+    add_item = (
+        "INSERT INTO payout_items (payout_id, withdrawal_id, amount, live)"
+        " VALUES (%s, %s, 1000000, %s)"
+    )
+    db.execute(add_item, (first, withdrawal_id, True))
+    with pytest.raises(psycopg.errors.UniqueViolation) as exc:
+        db.execute(add_item, (second, withdrawal_id, True))
+    assert exc.value.diag.constraint_name == "uq_payout_items_live_withdrawal"
+    # Once the first transaction is provably dead, the withdrawal may move to a new one.
+    db.execute("UPDATE payout_items SET live = false WHERE payout_id = %s", (first,))
+    db.execute(add_item, (second, withdrawal_id, True))
+    db.execute(add_item, (third, withdrawal_id, False))
+    live = db.execute(
+        "SELECT payout_id FROM payout_items WHERE withdrawal_id = %s AND live", (withdrawal_id,)
+    ).fetchall()
+    assert [r["payout_id"] for r in live] == [second]
+
+
+def test_one_live_transaction_per_chain_sender_nonce(db: Conn) -> None:
+    first, second = new_payout(db), new_payout(db)
+    db.execute("UPDATE payouts SET nonce = 7 WHERE id = %s", (first,))
+    with pytest.raises(psycopg.errors.UniqueViolation) as exc:
+        db.execute("UPDATE payouts SET nonce = 7 WHERE id = %s", (second,))
+    assert exc.value.diag.constraint_name == "uq_payouts_live_nonce"
+    db.execute("UPDATE payouts SET status = 'SUPERSEDED' WHERE id = %s", (first,))
+    db.execute("UPDATE payouts SET nonce = 7 WHERE id = %s", (second,))
