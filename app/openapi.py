@@ -122,12 +122,21 @@ def document() -> dict[str, Any]:
             "/v1/withdrawals/{withdrawal_id}/cancel": {
                 "post": {
                     "operationId": "cancelWithdrawal",
-                    "summary": "Cancel a withdrawal that has not been signed yet",
+                    "summary": "Cancel a withdrawal",
+                    "description": (
+                        "Before signing, the withdrawal is CANCELED at once (200). Once signed and not yet "
+                        "mined, a 0-value transaction at the same nonce is sent to compete with the payment "
+                        "(202): the withdrawal ends CANCELED if the cancel is mined, CONFIRMED if the payment is."
+                    ),
                     "parameters": [ID_PARAM],
                     "responses": {
                         "200": _json("Withdrawal", "Canceled (or already canceled)"),
+                        "202": _json("Withdrawal", "Cancel requested on chain; follow the status"),
                         "404": _problem("No such withdrawal"),
-                        "409": _problem("Too late: the withdrawal is signed or further (`withdrawal_not_cancelable`)"),
+                        "409": _problem(
+                            "Too late (`withdrawal_not_cancelable`: mined or finished) or paid in one "
+                            "transaction with others (`withdrawal_in_batch`)"
+                        ),
                         **COMMON_ERRORS,
                     },
                 }

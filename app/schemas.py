@@ -61,7 +61,12 @@ class Withdrawal(BaseModel):
     amount_base_units: Annotated[str, Field(description="Integer string in the asset's base units")]
     reference: str | None
     failure: Failure | None
-    status_note: str | None
+    status_note: Annotated[str | None, Field(description="What the withdrawal waits for, or what happened last")]
+    tx_hash: Annotated[
+        str | None, Field(description="The transaction paying it: the mined attempt once mined, else the latest")
+    ] = None
+    block_number: int | None = None
+    confirmations: Annotated[int | None, Field(description="Blocks on top of and including the mining block")] = None
     created_at: datetime
     updated_at: datetime
 

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
+from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -50,6 +51,9 @@ def render(request: Request, row: dict[str, Any]) -> dict[str, Any]:
         reference=row["reference"],
         failure=failure,
         status_note=row["status_note"],
+        tx_hash=row.get("tx_hash"),
+        block_number=row.get("block_number"),
+        confirmations=row.get("confirmations"),
         created_at=row["created_at"],
         updated_at=row["updated_at"],
     ).model_dump(mode="json")
@@ -75,12 +79,36 @@ def parse_create(body: bytes, content_type: str | None) -> CreateWithdrawal:
     if content_type is None or content_type.split(";")[0].strip().lower() != "application/json":
         raise ApiError(415, "unsupported_media_type", "send the body as Content-Type: application/json")
     try:
+        # Parsed once for duplicate keys: with {"amount": "1", "amount": "2"} a proxy or log that
+        # reads the first value would see another amount than the one paid.
+        json.loads(body, object_pairs_hook=_refuse_duplicate_keys)
+    except _DuplicateKey as exc:
+        detail = f"the key {exc.key!r} appears twice in one object"
+        raise ApiError(400, "duplicate_key", detail, errors=[{"field": exc.key, "code": "duplicate_key", "message": detail}]) from None
+    except (ValueError, RecursionError):
+        pass  # not JSON: the schema validation below says so precisely
+    try:
         return CreateWithdrawal.model_validate_json(body)
     except ValidationError as exc:
         errors = [_field_error(e) for e in exc.errors(include_url=False, include_input=False)]
         if any(e["code"] == "json_invalid" for e in errors):
             raise ApiError(400, "malformed_json", "the body is not valid JSON", errors=errors) from None
         raise ApiError(422, "invalid_request", "the body does not match the schema", errors=errors) from None
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise _DuplicateKey(key)
+        seen[key] = value
+    return seen
 
 
 def _field_error(e: Any) -> dict[str, str]:
@@ -183,11 +211,20 @@ async def cancel_withdrawal(request: Request) -> Response:
             row = await repo.get_withdrawal(conn, client.id, withdrawal_id)
             if row is None:
                 raise ApiError(404, "withdrawal_not_found", "no withdrawal with this id")
+            if row["status"] in repo.CANCELABLE_ON_CHAIN:
+                outcome = await repo.request_onchain_cancel(conn, withdrawal_id)
+                if outcome == "in_batch":
+                    raise ApiError(409, "withdrawal_in_batch",
+                                   "the withdrawal is signed in one transaction with others; it cannot be canceled alone")
+                if outcome == "requested":
+                    row = await repo.get_withdrawal(conn, client.id, withdrawal_id)
+                    assert row is not None
+                    return JSONResponse(render(request, row), status_code=202)
             if row["status"] != WithdrawalStatus.CANCELED:
                 raise ApiError(
                     409,
                     "withdrawal_not_cancelable",
-                    f"the withdrawal is {row['status']}: it can be canceled only before it is signed",
+                    f"the withdrawal is {row['status']}: it is already mined or finished",
                 )
     return JSONResponse(render(request, row))
 
@@ -202,13 +239,24 @@ def decode_cursor(text: str) -> tuple[datetime, uuid.UUID]:
     try:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
         created_at, ident = json.loads(raw)
-        return datetime.fromisoformat(created_at), uuid.UUID(ident)
+        when = datetime.fromisoformat(created_at)
+        if when.tzinfo is None:
+            raise bad
+        return when, uuid.UUID(ident)
     except (binascii.Error, ValueError, TypeError):
         raise bad from None
 
 
 def query_error(param: str, detail: str) -> ApiError:
     return ApiError(400, "invalid_query", detail, errors=[{"field": param, "code": "invalid_query", "message": detail}])
+
+
+def text_param(params: QueryParams, param: str) -> str | None:
+    value = params.get(param)
+    # Postgres text cannot hold NUL: refuse it here rather than fail in the query.
+    if value is not None and "\x00" in value:
+        raise query_error(param, f"{param} must not contain NUL characters")
+    return value
 
 
 def parse_time(param: str, text: str) -> datetime:
@@ -237,7 +285,9 @@ async def list_withdrawals(request: Request) -> Response:
     limit = DEFAULT_PAGE
     if "limit" in params:
         text = params["limit"]
-        if not text.isdigit() or not 1 <= int(text) <= MAX_PAGE:
+        # ASCII and short: isdigit() also accepts "²", and int() refuses that and >4300 digits.
+        digits = text.isascii() and text.isdigit() and len(text) <= 9
+        if not digits or not 1 <= int(text) <= MAX_PAGE:
             raise query_error("limit", f"limit must be an integer from 1 to {MAX_PAGE}")
         limit = int(text)
     after_created_at, after_id = decode_cursor(params["cursor"]) if "cursor" in params else (None, None)
@@ -245,8 +295,8 @@ async def list_withdrawals(request: Request) -> Response:
         client_id=client.id,
         limit=limit + 1,  # one more tells whether a next page exists
         statuses=statuses,
-        chain=params.get("chain"),
-        asset=params.get("asset"),
+        chain=text_param(params, "chain"),
+        asset=text_param(params, "asset"),
         created_from=parse_time("created_from", params["created_from"]) if "created_from" in params else None,
         created_to=parse_time("created_to", params["created_to"]) if "created_to" in params else None,
         after_created_at=after_created_at,

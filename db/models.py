@@ -17,6 +17,7 @@ from sqlalchemy import (
     ForeignKey,
     Identity,
     Index,
+    Integer,
     LargeBinary,
     MetaData,
     Numeric,
@@ -173,10 +174,19 @@ payouts = Table(
     Column("nonce", BigInteger),
     Column("kind", Text, nullable=False),
     Column("status", Text, nullable=False, server_default=text("'PLANNED'")),
+    Column("asset", Text, nullable=False),
     Column("to_address", Text, nullable=False),
     Column("value", Amount, nullable=False, server_default=text("0")),
     Column("data", LargeBinary, nullable=False, server_default=text("'\\x'::bytea")),
     Column("gas_limit", BigInteger),
+    # Where the transaction was mined (any of its attempts), and how deep it is now.
+    Column("block_number", BigInteger),
+    Column("block_hash", Text),
+    Column("confirmations", Integer),
+    Column("mined_attempt_id", BigInteger),
+    Column("cancel_requested_at", DateTime(timezone=True)),
+    # Why the engine cannot move this transaction on by itself (e.g. the fee cap blocks a bump).
+    Column("alert", Text),
     _created_at(),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
     CheckConstraint("kind IN ('withdrawal', 'topup', 'cancel')", name="kind"),
@@ -192,6 +202,13 @@ payouts = Table(
         "nonce",
         unique=True,
         postgresql_where=text("nonce IS NOT NULL AND status <> 'SUPERSEDED'"),
+    ),
+    Index(
+        "ix_payouts_in_flight",
+        "chain",
+        "sender",
+        "status",
+        postgresql_where=text("status IN ('PLANNED', 'SIGNED', 'BROADCASTED', 'INCLUDED')"),
     ),
 )
 
@@ -214,7 +231,10 @@ tx_attempts = Table(
     Column("id", BigInteger, Identity(always=True), primary_key=True),
     Column("payout_id", UUID(as_uuid=True), ForeignKey("payouts.id"), nullable=False, index=True),
     Column("tx_hash", Text, nullable=False, unique=True),
+    # "cancel": a 0-value self-send at the payout's nonce that, if mined, cancels it.
+    Column("kind", Text, nullable=False, server_default=text("'payout'")),
     Column("raw_tx", LargeBinary, nullable=False),
+    Column("gas_limit", BigInteger, nullable=False),
     Column("max_fee_per_gas", Amount),
     Column("max_priority_fee_per_gas", Amount),
     Column("gas_price", Amount),
@@ -223,4 +243,5 @@ tx_attempts = Table(
     Column("block_number", BigInteger),
     Column("block_hash", Text),
     Column("receipt_status", SmallInteger),
+    CheckConstraint("kind IN ('payout', 'cancel')", name="kind"),
 )

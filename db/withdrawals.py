@@ -89,6 +89,31 @@ async def cancel_withdrawal(
     return await cur.fetchone()  # type: ignore[return-value]
 
 
+# Signed but not mined: a 0-value self-send at the same nonce may still take its place.
+CANCELABLE_ON_CHAIN = frozenset({WithdrawalStatus.SIGNED, WithdrawalStatus.BROADCASTING, WithdrawalStatus.BROADCASTED})
+CANCEL_REQUESTED_NOTE = (
+    "cancel requested: a 0-value transaction at the same nonce competes with the payment; "
+    "the withdrawal ends CANCELED if the cancel is mined, CONFIRMED if the payment is"
+)
+
+
+async def request_onchain_cancel(conn: AsyncConnection, withdrawal_id: uuid.UUID) -> str:
+    """Ask the engine to cancel a signed withdrawal on chain: "requested", "in_batch" (its
+    transaction pays others too) or "too_late" (already mined)."""
+    async with conn.transaction():
+        cur = await conn.execute(query("payout_of_withdrawal"), {"id": withdrawal_id})
+        payout = await cur.fetchone()
+        if payout is None:
+            return "too_late"
+        if payout["withdrawals"] > 1:  # type: ignore[call-overload]
+            return "in_batch"
+        cur = await conn.execute(query("request_payout_cancel"), {"id": payout["id"]})  # type: ignore[call-overload]
+        if await cur.fetchone() is None:
+            return "too_late"
+        await conn.execute(query("note_withdrawals"), {"ids": [withdrawal_id], "note": CANCEL_REQUESTED_NOTE})
+    return "requested"
+
+
 async def transition(
     conn: AsyncConnection,
     ids: Sequence[uuid.UUID],

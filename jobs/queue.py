@@ -6,9 +6,16 @@ It is created without a database; the API and the worker open it on their own co
 
 from __future__ import annotations
 
+from typing import Any
+
 import procrastinate
 
 queue = procrastinate.App(
     connector=procrastinate.PsycopgConnector(),
-    import_paths=["jobs.validate"],
+    import_paths=["jobs.validate", "jobs.sign", "jobs.broadcast", "jobs.confirm", "jobs.tick"],
 )
+
+
+async def enqueue(conn: Any, task: str, **kwargs: Any) -> None:
+    """Defer a job by task name inside the caller's transaction (the outbox)."""
+    await queue.configure_task(task, connection=conn).defer_async(**kwargs)

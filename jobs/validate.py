@@ -9,18 +9,20 @@ from __future__ import annotations
 
 import logging
 
-from procrastinate import RetryStrategy
 from psycopg_pool import AsyncConnectionPool
 
 from db.queries import query
 from db.states import WithdrawalStatus
 from db.withdrawals import transition
+from jobs import context
+from jobs.plan import plan
+from jobs.retry import backoff
 from jobs.queue import queue
 
 log = logging.getLogger("payouts.jobs.validate")
 
 BATCH_SIZE = 500
-INTAKE_NOTE = "accepted for payout; waiting for a hot wallet with enough balance"
+INTAKE_NOTE = "accepted; looking for a hot wallet that can pay it"
 
 
 async def take_pending(pool: AsyncConnectionPool, chain: str, limit: int = BATCH_SIZE) -> int:
@@ -36,20 +38,12 @@ async def take_pending(pool: AsyncConnectionPool, chain: str, limit: int = BATCH
     return len(moved)
 
 
-@queue.task(
-    name="validate",
-    queue="validate",
-    pass_context=True,
-    retry=RetryStrategy(max_attempts=8, exponential_wait=2),
-)
-async def validate(context, chain: str) -> int:  # type: ignore[no-untyped-def]
-    pool = context.app.connector.pool
-    total = 0
-    while True:
-        moved = await take_pending(pool, chain)
-        total += moved
-        if moved < BATCH_SIZE:
-            break
-    if total:
-        log.info("validate: %d withdrawal(s) on %s taken into the pipeline", total, chain)
-    return total
+@queue.task(name="validate", queue="validate", retry=backoff(8))
+async def validate(chain: str) -> int:
+    """Take new withdrawals of a chain into the pipeline and plan their transactions."""
+    pool = context.pool()
+    while await take_pending(pool, chain) == BATCH_SIZE:
+        pass
+    c = context.chain(chain)
+    result = await plan(pool, context.rpc(chain), c, max_in_flight=c.max_in_flight_per_wallet)
+    return result.assigned

@@ -14,7 +14,7 @@ from app.settings import Settings, SettingsError
 from db.engine import open_pool
 from jobs.queue import queue
 
-QUEUES = ["validate"]
+QUEUES = ["validate", "sign", "broadcast", "watch", "tick"]
 
 
 async def run(concurrency: int, queues: list[str]) -> None:

@@ -29,12 +29,12 @@ SELECT * FROM withdrawals WHERE client_id = %(client_id)s AND idempotency_key = 
 
 -- name: get_withdrawal
 -- One withdrawal of one client (another client's withdrawal is not found).
-SELECT * FROM withdrawals WHERE id = %(id)s AND client_id = %(client_id)s;
+SELECT * FROM withdrawals_with_tx WHERE id = %(id)s AND client_id = %(client_id)s;
 
 -- name: list_withdrawals
 -- A page of a client's withdrawals, newest first, after a (created_at, id) cursor; every filter
 -- is optional (NULL means "any"). Served by ix_withdrawals_client_page.
-SELECT * FROM withdrawals
+SELECT * FROM withdrawals_with_tx
 WHERE client_id = %(client_id)s
   AND (%(statuses)s::withdrawal_status[] IS NULL OR status = ANY(%(statuses)s::withdrawal_status[]))
   AND (%(chain)s::text IS NULL OR chain = %(chain)s::text)
@@ -100,3 +100,226 @@ RETURNING id;
 -- name: list_wallets
 -- Our wallets, by chain.
 SELECT chain, address, role, enabled, created_at FROM hot_wallets ORDER BY chain, role, address;
+
+-- ---------------------------------------------------------------------------------------------
+-- Payout engine: planning, nonces, signing, broadcasting, confirming.
+
+-- name: lock_plan
+-- One planner per chain at a time: balances and reservations are read and spent together.
+SELECT pg_advisory_xact_lock(hashtextextended('plan:' || %(chain)s, 0));
+
+-- name: lock_sender
+-- One signer per (chain, sender) at a time, together with the nonce row lock (money rule 3).
+SELECT pg_advisory_xact_lock(hashtextextended('sender:' || %(chain)s || ':' || %(sender)s, 0));
+
+-- name: validating_withdrawals
+-- Withdrawals of a chain waiting for a hot wallet, oldest first.
+SELECT id, asset, to_address, amount FROM withdrawals
+WHERE chain = %(chain)s AND status = 'VALIDATING'
+ORDER BY created_at
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED;
+
+-- name: note_withdrawals
+-- Say why withdrawals wait, without changing their status.
+UPDATE withdrawals SET status_note = %(note)s, updated_at = now()
+WHERE id = ANY(%(ids)s::uuid[]) AND status_note IS DISTINCT FROM %(note)s;
+
+-- name: chain_hot_wallets
+-- The enabled hot wallets of a chain.
+SELECT address, key_ref FROM hot_wallets
+WHERE chain = %(chain)s AND role = 'hot' AND enabled
+ORDER BY address;
+
+-- name: wallet_key_ref
+-- Where the signer finds a wallet's key.
+SELECT key_ref FROM hot_wallets WHERE chain = %(chain)s AND address = %(address)s AND enabled;
+
+-- name: reservations
+-- Per sender and asset: what payouts not yet included on chain will spend, and how many
+-- transactions are in flight (money rule 5 counts both against the on-chain balance).
+SELECT p.sender, p.asset, sum(i.amount) AS reserved, count(DISTINCT p.id) AS transactions
+FROM payouts p JOIN payout_items i ON i.payout_id = p.id AND i.live
+WHERE p.chain = %(chain)s AND p.status IN ('PLANNED', 'SIGNED', 'BROADCASTED')
+GROUP BY p.sender, p.asset;
+
+-- name: insert_payout
+-- A transaction to be signed (no nonce yet).
+INSERT INTO payouts (chain, sender, kind, asset, to_address, value, data)
+VALUES (%(chain)s, %(sender)s, %(kind)s, %(asset)s, %(to_address)s, %(value)s, %(data)s)
+RETURNING id;
+
+-- name: insert_payout_item
+-- A withdrawal paid by a transaction.
+INSERT INTO payout_items (payout_id, withdrawal_id, amount) VALUES (%(payout_id)s, %(withdrawal_id)s, %(amount)s);
+
+-- name: senders_with_status
+-- Senders on a chain that have transactions in a status (work for a signer or broadcaster).
+SELECT DISTINCT sender FROM payouts WHERE chain = %(chain)s AND status = %(status)s;
+
+-- name: planned_payouts
+-- Transactions of a sender waiting for a nonce and a signature, oldest first.
+SELECT id, asset, to_address, value, data FROM payouts
+WHERE chain = %(chain)s AND sender = %(sender)s AND status = 'PLANNED'
+ORDER BY created_at
+LIMIT %(limit)s;
+
+-- name: lock_planned_payout
+-- Re-check under the sender lock that a transaction still waits for its signature.
+SELECT id FROM payouts WHERE id = %(id)s AND status = 'PLANNED' FOR UPDATE;
+
+-- name: lock_nonce
+-- The next nonce of a sender, locked until commit.
+SELECT next_nonce FROM nonces WHERE chain = %(chain)s AND address = %(address)s FOR UPDATE;
+
+-- name: insert_nonce
+-- Start a sender's nonce lane from what the chain says.
+INSERT INTO nonces (chain, address, next_nonce) VALUES (%(chain)s, %(address)s, %(next_nonce)s)
+ON CONFLICT (chain, address) DO NOTHING;
+
+-- name: set_nonce
+-- Advance a sender's nonce lane.
+UPDATE nonces SET next_nonce = %(next_nonce)s, updated_at = now()
+WHERE chain = %(chain)s AND address = %(address)s;
+
+-- name: mark_payout_signed
+-- A transaction got its nonce and its first signed attempt.
+UPDATE payouts SET status = 'SIGNED', nonce = %(nonce)s, gas_limit = %(gas_limit)s, updated_at = now()
+WHERE id = %(id)s AND status = 'PLANNED'
+RETURNING id;
+
+-- name: insert_attempt
+-- A signed attempt of a transaction (the first, a fee bump, or a cancel); any may be mined.
+INSERT INTO tx_attempts (payout_id, tx_hash, kind, raw_tx, gas_limit, max_fee_per_gas,
+                         max_priority_fee_per_gas, gas_price)
+VALUES (%(payout_id)s, %(tx_hash)s, %(kind)s, %(raw_tx)s, %(gas_limit)s, %(max_fee_per_gas)s,
+        %(max_priority_fee_per_gas)s, %(gas_price)s)
+RETURNING id;
+
+-- name: live_withdrawals_of_payouts
+-- The withdrawals that transactions pay.
+SELECT payout_id, withdrawal_id, amount FROM payout_items WHERE payout_id = ANY(%(ids)s::uuid[]) AND live;
+
+-- name: delete_planned_payout
+-- Drop a transaction that never got a nonce (nothing of it exists on chain).
+WITH items AS (
+    DELETE FROM payout_items WHERE payout_id = %(id)s
+    AND EXISTS (SELECT 1 FROM payouts WHERE id = %(id)s AND status = 'PLANNED')
+    RETURNING payout_id
+)
+DELETE FROM payouts WHERE id = %(id)s AND status = 'PLANNED';
+
+-- name: signed_payouts
+-- Signed transactions of a sender not yet accepted by a node, by nonce, with their latest attempt.
+SELECT p.id, p.nonce, a.id AS attempt_id, a.raw_tx, a.tx_hash
+FROM payouts p
+JOIN LATERAL (SELECT id, raw_tx, tx_hash FROM tx_attempts WHERE payout_id = p.id ORDER BY id DESC LIMIT 1) a
+    ON true
+WHERE p.chain = %(chain)s AND p.sender = %(sender)s AND p.status = 'SIGNED'
+ORDER BY p.nonce
+LIMIT %(limit)s;
+
+-- name: mark_payout_broadcasted
+-- A node accepted (or already had) an attempt of the transaction.
+UPDATE payouts SET status = 'BROADCASTED', alert = NULL, updated_at = now()
+WHERE id = %(id)s AND status = 'SIGNED'
+RETURNING id;
+
+-- name: mark_attempt_broadcast
+-- When an attempt was last handed to a node (the stuck clock starts here).
+UPDATE tx_attempts SET broadcast_at = now() WHERE id = %(id)s;
+
+-- name: set_payout_alert
+-- Why a transaction cannot move on by itself (shown to operators).
+UPDATE payouts SET alert = %(alert)s, updated_at = now() WHERE id = %(id)s AND alert IS DISTINCT FROM %(alert)s;
+
+-- name: watched_payouts
+-- Transactions of a chain that are on their way: broadcast, or included but not yet deep enough.
+SELECT id, sender, nonce, status, block_number, block_hash, mined_attempt_id, cancel_requested_at,
+       gas_limit, to_address, value, data
+FROM payouts
+WHERE chain = %(chain)s AND status IN ('BROADCASTED', 'INCLUDED')
+ORDER BY sender, nonce;
+
+-- name: attempts_of_payouts
+-- Every attempt of some transactions, oldest first.
+SELECT id, payout_id, tx_hash, kind, raw_tx, gas_limit, max_fee_per_gas, max_priority_fee_per_gas,
+       gas_price, broadcast_at, created_at
+FROM tx_attempts WHERE payout_id = ANY(%(ids)s::uuid[]) ORDER BY id;
+
+-- name: mark_payout_included
+-- An attempt was mined; remember where.
+UPDATE payouts SET status = 'INCLUDED', block_number = %(block_number)s, block_hash = %(block_hash)s,
+    mined_attempt_id = %(attempt_id)s, confirmations = %(confirmations)s, alert = NULL, updated_at = now()
+WHERE id = %(id)s AND status = 'BROADCASTED'
+RETURNING id;
+
+-- name: mark_attempt_mined
+-- The receipt of an attempt.
+UPDATE tx_attempts SET block_number = %(block_number)s, block_hash = %(block_hash)s,
+    receipt_status = %(receipt_status)s
+WHERE id = %(id)s;
+
+-- name: set_payout_confirmations
+-- How deep an included transaction is now.
+UPDATE payouts SET confirmations = %(confirmations)s, updated_at = now()
+WHERE id = %(id)s AND status = 'INCLUDED' AND confirmations IS DISTINCT FROM %(confirmations)s;
+
+-- name: mark_payout_final
+-- Included at the confirmation depth: CONFIRMED (whatever the receipt said), or REVERTED.
+UPDATE payouts SET status = %(status)s, confirmations = %(confirmations)s, updated_at = now()
+WHERE id = %(id)s AND status = 'INCLUDED'
+RETURNING id;
+
+-- name: mark_payout_reorged
+-- The block that included the transaction is no longer canonical (money rule 6).
+UPDATE payouts SET status = 'BROADCASTED', block_number = NULL, block_hash = NULL,
+    mined_attempt_id = NULL, confirmations = NULL, updated_at = now()
+WHERE id = %(id)s AND status = 'INCLUDED'
+RETURNING id;
+
+-- name: clear_attempt_receipts
+-- Forget receipts of a reorged transaction's attempts.
+UPDATE tx_attempts SET block_number = NULL, block_hash = NULL, receipt_status = NULL
+WHERE payout_id = %(id)s;
+
+-- name: mark_payout_superseded
+-- Another transaction used this one's nonce at depth; its withdrawals may be paid again.
+UPDATE payouts SET status = 'SUPERSEDED', updated_at = now()
+WHERE id = %(id)s AND status IN ('BROADCASTED', 'SIGNED')
+RETURNING id;
+
+-- name: release_payout_items
+-- The transaction will never pay these withdrawals (money rule 2 lets them move on).
+UPDATE payout_items SET live = false WHERE payout_id = %(id)s AND live
+RETURNING withdrawal_id;
+
+-- name: request_payout_cancel
+-- Ask the engine to replace a broadcast transaction by a 0-value self-send at its nonce.
+UPDATE payouts SET cancel_requested_at = coalesce(cancel_requested_at, now()), updated_at = now()
+WHERE id = %(id)s AND status IN ('SIGNED', 'BROADCASTED')
+RETURNING id;
+
+-- name: payout_of_withdrawal
+-- The live transaction paying a withdrawal, with its latest or mined attempt.
+SELECT p.id, p.status, p.nonce, p.sender, p.block_number, p.confirmations, p.cancel_requested_at,
+       (SELECT count(*) FROM payout_items i2 WHERE i2.payout_id = p.id AND i2.live) AS withdrawals,
+       coalesce(m.tx_hash, l.tx_hash) AS tx_hash
+FROM payout_items i
+JOIN payouts p ON p.id = i.payout_id
+LEFT JOIN tx_attempts m ON m.id = p.mined_attempt_id
+LEFT JOIN LATERAL (SELECT tx_hash FROM tx_attempts WHERE payout_id = p.id ORDER BY id DESC LIMIT 1) l ON true
+WHERE i.withdrawal_id = %(id)s AND i.live;
+
+-- name: chain_work
+-- What needs a nudge on a chain: withdrawals waiting for a wallet, and senders whose planned or
+-- signed transactions have waited longer than a job normally takes (their job may have died).
+SELECT 'validate' AS task, NULL AS sender FROM withdrawals
+    WHERE chain = %(chain)s AND status IN ('PENDING', 'VALIDATING')
+    HAVING count(*) > 0
+UNION ALL
+SELECT DISTINCT 'sign', sender FROM payouts
+    WHERE chain = %(chain)s AND status = 'PLANNED' AND created_at < now() - %(stale)s::interval
+UNION ALL
+SELECT DISTINCT 'broadcast', sender FROM payouts
+    WHERE chain = %(chain)s AND status = 'SIGNED' AND updated_at < now() - %(stale)s::interval;

@@ -67,7 +67,7 @@ def test_dev_stack_runs_supervises_and_stops(database_url: str, tmp_path: Path) 
         assert len(chain["hot_wallets"]) == 4 and chain["tokens"]["USDT"].startswith("0x")
         assert {k: len(v) for k, v in stack["processes"].items()} == {"api": 1, "worker": 2, "chain": 1}
 
-        # The printed key works: a withdrawal is created and taken by a worker.
+        # The printed key works: a withdrawal is created, paid and confirmed on the local chain.
         http.base_url = httpx.URL(stack["api_url"])
         http.headers["Authorization"] = f"Bearer {stack['api_key']}"
         created = http.post(
@@ -77,7 +77,9 @@ def test_dev_stack_runs_supervises_and_stops(database_url: str, tmp_path: Path) 
         )
         assert created.status_code == 201, created.text
         wid = created.json()["id"]
-        wait_for(lambda: http.get(f"/v1/withdrawals/{wid}").json()["status"] == "VALIDATING", 20, "VALIDATING")
+        done = wait_for(lambda: (w := http.get(f"/v1/withdrawals/{wid}").json())["status"] == "CONFIRMED" and w,
+                        60, "CONFIRMED")
+        assert done["tx_hash"] and done["confirmations"] >= 2
         assert http.get("/readyz").json()["status"] == "ok"
 
         # A killed worker is started again and stack.json shows its new pid.

@@ -174,10 +174,17 @@ CREATE TABLE payouts (
     nonce bigint,
     kind text NOT NULL,
     status text NOT NULL DEFAULT 'PLANNED',
+    asset text NOT NULL,
     to_address text NOT NULL,
     value numeric(78, 0) NOT NULL DEFAULT 0,
     data bytea NOT NULL DEFAULT '\x'::bytea,
     gas_limit bigint,
+    block_number bigint,
+    block_hash text,
+    confirmations integer,
+    mined_attempt_id bigint,
+    cancel_requested_at timestamptz,
+    alert text,
     created_at timestamptz NOT NULL DEFAULT now(),
     updated_at timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT ck_payouts_kind CHECK (kind IN ('withdrawal', 'topup', 'cancel')),
@@ -188,6 +195,8 @@ CREATE TABLE payouts (
 -- One live transaction per (chain, sender, nonce): a superseded one gave its nonce away.
 CREATE UNIQUE INDEX uq_payouts_live_nonce ON payouts (chain, sender, nonce)
     WHERE nonce IS NOT NULL AND status <> 'SUPERSEDED';
+CREATE INDEX ix_payouts_in_flight ON payouts (chain, sender, status)
+    WHERE status IN ('PLANNED', 'SIGNED', 'BROADCASTED', 'INCLUDED');
 
 CREATE TABLE payout_items (
     payout_id uuid NOT NULL CONSTRAINT fk_payout_items_payout_id_payouts REFERENCES payouts (id),
@@ -205,7 +214,9 @@ CREATE TABLE tx_attempts (
     id bigint GENERATED ALWAYS AS IDENTITY CONSTRAINT pk_tx_attempts PRIMARY KEY,
     payout_id uuid NOT NULL CONSTRAINT fk_tx_attempts_payout_id_payouts REFERENCES payouts (id),
     tx_hash text NOT NULL CONSTRAINT uq_tx_attempts_tx_hash UNIQUE,
+    kind text NOT NULL DEFAULT 'payout',
     raw_tx bytea NOT NULL,
+    gas_limit bigint NOT NULL,
     max_fee_per_gas numeric(78, 0),
     max_priority_fee_per_gas numeric(78, 0),
     gas_price numeric(78, 0),
@@ -213,9 +224,26 @@ CREATE TABLE tx_attempts (
     broadcast_at timestamptz,
     block_number bigint,
     block_hash text,
-    receipt_status smallint
+    receipt_status smallint,
+    CONSTRAINT ck_tx_attempts_kind CHECK (kind IN ('payout', 'cancel'))
 );
 CREATE INDEX ix_tx_attempts_payout_id ON tx_attempts (payout_id);
+
+-- Withdrawals with the transaction that pays them (the mined attempt once mined, else the
+-- latest attempt): what the API and reports show.
+CREATE VIEW withdrawals_with_tx AS
+SELECT w.*, t.tx_hash, t.block_number, t.confirmations, t.sender
+FROM withdrawals w
+LEFT JOIN LATERAL (
+    SELECT coalesce(m.tx_hash, l.tx_hash) AS tx_hash, p.block_number, p.confirmations, p.sender
+    FROM payout_items i
+    JOIN payouts p ON p.id = i.payout_id
+    LEFT JOIN tx_attempts m ON m.id = p.mined_attempt_id
+    LEFT JOIN LATERAL (
+        SELECT a.tx_hash FROM tx_attempts a WHERE a.payout_id = p.id ORDER BY a.id DESC LIMIT 1
+    ) l ON true
+    WHERE i.withdrawal_id = w.id AND i.live
+) t ON true;
 """
 
 

@@ -1,0 +1,85 @@
+"""Broadcast step: hand one sender's signed transactions to a node, lowest nonce first.
+
+Re-sending stored bytes is always safe: the same bytes are the same transaction. Per money rule
+7, "nonce too low", "already known" and "replacement underpriced" mean "maybe already mined":
+the transaction counts as broadcast and the watcher settles it from the chain; it is never
+failed or re-signed because of them.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+
+from app.registry import Chain
+from db.queries import query
+from db.states import WithdrawalStatus
+from db.withdrawals import transition
+from jobs import context
+from jobs.retry import backoff
+from jobs.queue import queue
+from jobs.rpc import RpcClient, RpcError, RpcErrorKind, RpcUnavailable, is_maybe_mined
+
+log = logging.getLogger("payouts.jobs.broadcast")
+
+BROADCAST_BATCH = 500
+
+
+async def withdrawals_of(conn: AsyncConnection, payout_ids: list[uuid.UUID]) -> list[uuid.UUID]:
+    cur = await conn.execute(query("live_withdrawals_of_payouts"), {"ids": payout_ids})
+    return [r["withdrawal_id"] for r in await cur.fetchall()]  # type: ignore[call-overload]
+
+
+def accepted(outcome: Any) -> bool:
+    return not isinstance(outcome, RpcError) or outcome.kind is RpcErrorKind.ALREADY_KNOWN or is_maybe_mined(outcome.kind)
+
+
+async def broadcast_sender(pool: AsyncConnectionPool, rpc: RpcClient, chain: Chain, sender: str) -> int:
+    """Broadcast this sender's SIGNED transactions; returns how many a node accepted."""
+    async with pool.connection() as conn, conn.transaction():
+        cur = await conn.execute(query("signed_payouts"), {"chain": chain.name, "sender": sender, "limit": BROADCAST_BATCH})
+        rows: list[dict[str, Any]] = await cur.fetchall()  # type: ignore[assignment]
+        if not rows:
+            return 0
+        ids = await withdrawals_of(conn, [r["id"] for r in rows])
+        # Recorded before sending: a crash after this point leaves BROADCASTING rows that the
+        # watcher hands back here, and sending the same bytes again is harmless.
+        await transition(conn, ids, WithdrawalStatus.SIGNED, WithdrawalStatus.BROADCASTING,
+                         note="being broadcast")
+
+    outcomes = await rpc.batch([("eth_sendRawTransaction", ["0x" + bytes(r["raw_tx"]).hex()]) for r in rows],
+                               return_errors=True)
+
+    done: list[uuid.UUID] = []
+    unavailable: RpcError | None = None
+    async with pool.connection() as conn, conn.transaction():
+        for row, outcome in zip(rows, outcomes, strict=True):
+            if accepted(outcome):
+                await conn.execute(query("mark_payout_broadcasted"), {"id": row["id"]})
+                await conn.execute(query("mark_attempt_broadcast"), {"id": row["attempt_id"]})
+                done.append(row["id"])
+                continue
+            assert isinstance(outcome, RpcError)
+            if outcome.kind in (RpcErrorKind.NETWORK, RpcErrorKind.RATE_LIMITED) or isinstance(outcome, RpcUnavailable):
+                unavailable = outcome
+            alert = f"not accepted by the node ({outcome.kind.name.lower()}): {outcome.message[:200]}"
+            await conn.execute(query("set_payout_alert"), {"id": row["id"], "alert": alert})
+            back = await withdrawals_of(conn, [row["id"]])
+            await transition(conn, back, WithdrawalStatus.BROADCASTING, WithdrawalStatus.SIGNED,
+                             note="waiting to be broadcast again: " + alert)
+        if done:
+            ids = await withdrawals_of(conn, done)
+            await transition(conn, ids, WithdrawalStatus.BROADCASTING, WithdrawalStatus.BROADCASTED,
+                             note="broadcast; waiting to be mined")
+    if unavailable is not None:
+        raise unavailable  # the job retries with backoff; the rows are SIGNED again
+    return len(done)
+
+
+@queue.task(name="broadcast", queue="broadcast", retry=backoff(12))
+async def broadcast_task(chain: str, sender: str) -> int:
+    return await broadcast_sender(context.pool(), context.rpc(chain), context.chain(chain), sender)

@@ -1,0 +1,273 @@
+"""Watch step: follow one chain's head and settle every transaction on its way.
+
+For each broadcast or included transaction, look up the receipts of all its attempts (any one
+may be the one mined):
+- mined: INCLUDED, its withdrawals CONFIRMING; at the chain's depth, with the block hash still
+  canonical, CONFIRMED (or FAILED when it reverted, or CANCELED when the cancel was mined);
+- its block no longer canonical, or its receipt gone: a reorg, back to BROADCASTED and sent again;
+- not mined after the chain's stuck timeout: sent again when the node forgot it (dropped), else
+  replaced at the same nonce with the same payload and fees raised by at least 10 %, within the
+  cap; when the cap blocks the bump, an alert, and the transaction is kept;
+- its nonce used at depth by a transaction that is none of its attempts: SUPERSEDED, and its
+  withdrawals are paid again (money rule 2).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+
+from app.registry import Chain
+from db.queries import query
+from db.states import WithdrawalStatus as S
+from db.withdrawals import transition
+from jobs import context
+from jobs.fees import Fees, bump_fees, suggest_fees
+from jobs.keys import load_signer
+from jobs.retry import backoff
+from jobs.queue import enqueue, queue
+from jobs.rpc import RpcClient, RpcError
+from jobs.txbuild import Payload, sign, tx_fields
+
+log = logging.getLogger("payouts.jobs.confirm")
+
+
+@dataclass
+class WatchResult:
+    included: int = 0
+    confirmed: int = 0
+    reorged: int = 0
+    replaced: int = 0
+    rebroadcast: int = 0
+    superseded: int = 0
+
+
+async def withdrawals_of(conn: AsyncConnection, payout_id: uuid.UUID) -> list[uuid.UUID]:
+    cur = await conn.execute(query("live_withdrawals_of_payouts"), {"ids": [payout_id]})
+    return [r["withdrawal_id"] for r in await cur.fetchall()]  # type: ignore[call-overload]
+
+
+async def watch_chain(pool: AsyncConnectionPool, rpc: RpcClient, chain: Chain) -> WatchResult:
+    result = WatchResult()
+    repay_reverted = chain.revert_policy == "repay"
+    async with pool.connection() as conn:
+        cur = await conn.execute(query("watched_payouts"), {"chain": chain.name})
+        payouts: list[dict[str, Any]] = await cur.fetchall()  # type: ignore[assignment]
+        if not payouts:
+            return result
+        cur = await conn.execute(query("attempts_of_payouts"), {"ids": [p["id"] for p in payouts]})
+        attempts: dict[uuid.UUID, list[dict[str, Any]]] = {}
+        for a in await cur.fetchall():
+            attempts.setdefault(a["payout_id"], []).append(a)  # type: ignore[call-overload]
+
+    head = await rpc.block_number()
+    all_attempts = [a for p in payouts for a in attempts.get(p["id"], [])]
+    receipts_raw = await rpc.batch([("eth_getTransactionReceipt", [a["tx_hash"]]) for a in all_attempts])
+    receipts = {a["id"]: r for a, r in zip(all_attempts, receipts_raw, strict=True) if r}
+    blocks_needed = sorted({int(r["blockNumber"], 16) for r in receipts.values()}
+                           | {p["block_number"] for p in payouts if p["block_number"] is not None})
+    block_hashes: dict[int, str | None] = {}
+    if blocks_needed:
+        got = await rpc.batch([("eth_getBlockByNumber", [hex(n), False]) for n in blocks_needed])
+        block_hashes = {n: (b or {}).get("hash") for n, b in zip(blocks_needed, got, strict=True)}
+
+    stuck: list[dict[str, Any]] = []
+    async with pool.connection() as conn, conn.transaction():
+        for p in payouts:
+            mine = attempts.get(p["id"], [])
+            if any(a["id"] in receipts for a in mine) and not any(
+                block_hashes.get(int(receipts[a["id"]]["blockNumber"], 16)) == receipts[a["id"]]["blockHash"]
+                for a in mine if a["id"] in receipts
+            ) and p["status"] == "BROADCASTED":
+                continue  # a receipt from a block that is not canonical (yet): look again next time
+            mined = next(((a, receipts[a["id"]]) for a in mine if a["id"] in receipts
+                          and block_hashes.get(int(receipts[a["id"]]["blockNumber"], 16)) == receipts[a["id"]]["blockHash"]), None)
+            if p["status"] == "INCLUDED":
+                if mined is None or mined[0]["id"] != p["mined_attempt_id"] or mined[1]["blockHash"] != p["block_hash"]:
+                    await reorged(conn, p, mined)
+                    result.reorged += 1
+                    if mined is None:
+                        continue
+                    await include(conn, p, *mined, head)
+                else:
+                    await conn.execute(query("set_payout_confirmations"),
+                                       {"id": p["id"], "confirmations": head - p["block_number"] + 1})
+                depth = head - int(mined[1]["blockNumber"], 16) + 1
+                if depth >= chain.confirmations:
+                    await finalize(conn, chain, p, *mined, depth, repay_reverted=repay_reverted)
+                    result.confirmed += 1
+                continue
+            if mined is not None:
+                await include(conn, p, *mined, head)
+                result.included += 1
+                depth = head - int(mined[1]["blockNumber"], 16) + 1
+                if depth >= chain.confirmations:
+                    await finalize(conn, chain, p, *mined, depth, repay_reverted=repay_reverted)
+                    result.confirmed += 1
+                continue
+            stuck.append(p)
+
+    if stuck:
+        await settle_unmined(pool, rpc, chain, stuck, attempts, head, result)
+    return result
+
+
+async def include(conn: AsyncConnection, p: dict[str, Any], attempt: dict[str, Any], receipt: dict[str, Any], head: int) -> None:
+    block = int(receipt["blockNumber"], 16)
+    await conn.execute(query("mark_attempt_mined"), {"id": attempt["id"], "block_number": block,
+                       "block_hash": receipt["blockHash"], "receipt_status": int(receipt["status"], 16)})
+    moved = await conn.execute(query("mark_payout_included"), {
+        "id": p["id"], "block_number": block, "block_hash": receipt["blockHash"],
+        "attempt_id": attempt["id"], "confirmations": head - block + 1})
+    if moved.rowcount:
+        p.update(status="INCLUDED", block_number=block, block_hash=receipt["blockHash"], mined_attempt_id=attempt["id"])
+        await transition(conn, await withdrawals_of(conn, p["id"]), S.BROADCASTED, S.CONFIRMING,
+                         note=f"mined in block {block} ({attempt['tx_hash']}); waiting for confirmations")
+
+
+async def reorged(conn: AsyncConnection, p: dict[str, Any], mined: Any) -> None:
+    log.warning("reorg: payout %s left block %s", p["id"], p["block_number"])
+    await conn.execute(query("clear_attempt_receipts"), {"id": p["id"]})
+    moved = await conn.execute(query("mark_payout_reorged"), {"id": p["id"]})
+    if moved.rowcount:
+        p.update(status="BROADCASTED", block_number=None, block_hash=None, mined_attempt_id=None)
+        await transition(conn, await withdrawals_of(conn, p["id"]), S.CONFIRMING, S.BROADCASTED,
+                         note="the block that included it was reorganized away; waiting to be mined again")
+
+
+async def finalize(conn: AsyncConnection, chain: Chain, p: dict[str, Any], attempt: dict[str, Any],
+                   receipt: dict[str, Any], depth: int, *, repay_reverted: bool) -> None:
+    ok = int(receipt["status"], 16) == 1
+    status = "CONFIRMED" if ok else "REVERTED"
+    moved = await conn.execute(query("mark_payout_final"), {"id": p["id"], "status": status, "confirmations": depth})
+    if not moved.rowcount:
+        return
+    ids = await withdrawals_of(conn, p["id"])
+    tx = attempt["tx_hash"]
+    if attempt["kind"] == "cancel":
+        await conn.execute(query("release_payout_items"), {"id": p["id"]})
+        await transition(conn, ids, S.CONFIRMING, S.CANCELED, note=f"canceled: the cancel transaction {tx} was mined")
+    elif ok:
+        await transition(conn, ids, S.CONFIRMING, S.CONFIRMED, note=f"confirmed ({tx})")
+    elif repay_reverted:
+        await conn.execute(query("release_payout_items"), {"id": p["id"]})
+        await transition(conn, ids, S.CONFIRMING, S.VALIDATING, note=f"transaction {tx} reverted; paying again")
+        await enqueue(conn, "validate", chain=chain.name)
+    else:
+        await transition(conn, ids, S.CONFIRMING, S.FAILED, note=f"transaction {tx} reverted",
+                         failure_code="reverted", failure_reason=f"transaction {tx} reverted on chain")
+
+
+async def settle_unmined(pool: AsyncConnectionPool, rpc: RpcClient, chain: Chain, stuck: list[dict[str, Any]],
+                         attempts: dict[uuid.UUID, list[dict[str, Any]]], head: int, result: WatchResult) -> None:
+    now = datetime.now(UTC)
+    senders = sorted({p["sender"] for p in stuck})
+    # The nonce each sender has used at the confirmation depth: a transaction of ours below it
+    # that none of our receipts shows was displaced by another one.
+    depth_block = max(head - chain.confirmations + 1, 0)
+    counts = await rpc.batch([("eth_getTransactionCount", [s, hex(depth_block)]) for s in senders])
+    used_at_depth = {s: int(c, 16) for s, c in zip(senders, counts, strict=True)}
+    fees: Fees | None = None
+    for p in stuck:
+        mine = attempts.get(p["id"], [])
+        if p["nonce"] is not None and p["nonce"] < used_at_depth[p["sender"]]:
+            await supersede(pool, chain, p)
+            result.superseded += 1
+            continue
+        latest = mine[-1]
+        sent_at = latest["broadcast_at"] or latest["created_at"]
+        cancel_wanted = p["cancel_requested_at"] is not None and latest["kind"] != "cancel"
+        if not cancel_wanted and (now - sent_at).total_seconds() < chain.stuck_after_seconds:
+            continue
+        known = await rpc.batch([("eth_getTransactionByHash", [a["tx_hash"]]) for a in mine])
+        if not cancel_wanted and not any(known):
+            # Dropped from the mempool: the stored bytes are still valid; send them again.
+            await send_again(pool, rpc, latest)
+            result.rebroadcast += 1
+            continue
+        fees = fees or await suggest_fees(rpc, chain)
+        # Once a cancel was asked for, every replacement is the cancel (same nonce, 0 value).
+        if await replace(pool, rpc, chain, p, latest, fees, cancel=p["cancel_requested_at"] is not None):
+            result.replaced += 1
+
+
+async def send_again(pool: AsyncConnectionPool, rpc: RpcClient, attempt: dict[str, Any]) -> None:
+    try:
+        await rpc.send_raw_transaction(bytes(attempt["raw_tx"]))
+    except RpcError as exc:
+        log.info("re-broadcast of %s answered %s (%s)", attempt["tx_hash"], exc.kind.name, exc.message[:120])
+    async with pool.connection() as conn:
+        await conn.execute(query("mark_attempt_broadcast"), {"id": attempt["id"]})
+
+
+def old_fees(attempt: dict[str, Any]) -> Fees:
+    def opt(key: str) -> int | None:
+        return None if attempt[key] is None else int(attempt[key])
+    return Fees(max_fee_per_gas=opt("max_fee_per_gas"), max_priority_fee_per_gas=opt("max_priority_fee_per_gas"),
+                gas_price=opt("gas_price"))
+
+
+async def replace(pool: AsyncConnectionPool, rpc: RpcClient, chain: Chain, p: dict[str, Any],
+                  latest: dict[str, Any], suggested: Fees, *, cancel: bool) -> bool:
+    """Sign and send a replacement at the same nonce: the same payload with higher fees, or a
+    0-value self-send when a cancel was asked for. Returns False when the fee cap blocks it."""
+    new_fees = bump_fees(old_fees(latest), suggested, chain)
+    if new_fees is None:
+        alert = (f"stuck at nonce {p['nonce']}: a 10% fee bump would pass the fee cap of "
+                 f"{chain.max_fee_per_gas} wei; kept as is (raise the cap or wait for fees to fall)")
+        log.warning("payout %s on %s: %s", p["id"], chain.name, alert)
+        async with pool.connection() as conn:
+            await conn.execute(query("set_payout_alert"), {"id": p["id"], "alert": alert})
+        return False
+    if cancel:
+        payload, gas, kind = Payload(to=p["sender"], value=0, data=b""), 21_000, "cancel"
+    else:
+        payload = Payload(to=p["to_address"], value=int(p["value"]), data=bytes(p["data"]))
+        gas, kind = int(p["gas_limit"]), "payout"
+    async with pool.connection() as conn:
+        cur = await conn.execute(query("wallet_key_ref"), {"chain": chain.name, "address": p["sender"]})
+        wallet = await cur.fetchone()
+    account = load_signer(wallet["key_ref"] if wallet else None, address=p["sender"])  # type: ignore[call-overload]
+    tx = sign(account, tx_fields(chain_id=chain.chain_id, nonce=p["nonce"], payload=payload, gas=gas,
+                                 fee_fields=new_fees.tx_fields()))
+    del account
+    async with pool.connection() as conn, conn.transaction():
+        # Stored before it is sent (money rules 2 and 3): any attempt may be the one mined.
+        cur = await conn.execute(query("insert_attempt"), {
+            "payout_id": p["id"], "tx_hash": tx.tx_hash, "kind": kind, "raw_tx": tx.raw, "gas_limit": gas,
+            "max_fee_per_gas": new_fees.max_fee_per_gas,
+            "max_priority_fee_per_gas": new_fees.max_priority_fee_per_gas, "gas_price": new_fees.gas_price})
+        row = await cur.fetchone()
+    log.info("%s payout %s at nonce %s: %s", "cancel" if cancel else "fee bump", p["id"], p["nonce"], tx.tx_hash)
+    await send_again(pool, rpc, {"id": row["id"], "raw_tx": tx.raw, "tx_hash": tx.tx_hash})  # type: ignore[index]
+    return True
+
+
+async def supersede(pool: AsyncConnectionPool, chain: Chain, p: dict[str, Any]) -> None:
+    async with pool.connection() as conn, conn.transaction():
+        moved = await conn.execute(query("mark_payout_superseded"), {"id": p["id"]})
+        if not moved.rowcount:
+            return
+        ids = await withdrawals_of(conn, p["id"])
+        await conn.execute(query("release_payout_items"), {"id": p["id"]})
+        log.warning("payout %s: nonce %s was used by another transaction; paying its withdrawals again",
+                    p["id"], p["nonce"])
+        await transition(conn, ids, S.BROADCASTED, S.VALIDATING,
+                         note=f"nonce {p['nonce']} was used by a transaction outside this system; paying again")
+        await enqueue(conn, "validate", chain=chain.name)
+
+
+@queue.task(name="watch", queue="watch", retry=backoff(5))
+async def watch_task(chain: str) -> int:
+    started = time.monotonic()
+    r = await watch_chain(context.pool(), context.rpc(chain), context.chain(chain))
+    if r.reorged or r.replaced or r.rebroadcast or r.superseded:
+        log.info("watch %s: %s (%.2fs)", chain, r, time.monotonic() - started)
+    return r.confirmed

@@ -1,0 +1,149 @@
+"""Sign step: give planned transactions of one sender their nonces and signatures.
+
+Money rule 3: the nonce is allocated and the signed bytes are stored in one transaction, under
+the (chain, sender) advisory lock and the nonce row lock; broadcasting happens only after commit.
+A failure before commit (a bad key, a crash) rolls everything back: no nonce is burned.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+
+from app.registry import Chain
+from db.queries import query
+from db.states import WithdrawalStatus
+from db.withdrawals import transition
+from jobs import context
+from jobs.fees import Fees, suggest_fees
+from jobs.keys import load_signer
+from jobs.retry import backoff
+from jobs.queue import enqueue, queue
+from jobs.rpc import RpcClient, RpcError, RpcErrorKind, revert_reason
+from jobs.txbuild import NATIVE_TRANSFER_GAS, Payload, sign, tx_fields
+
+log = logging.getLogger("payouts.jobs.sign")
+
+SIGN_BATCH = 200
+GAS_MARGIN_PERCENT = 20
+
+
+@dataclass(frozen=True)
+class Prepared:
+    payout_id: uuid.UUID
+    payload: Payload
+    gas_limit: int
+
+
+def with_margin(estimate: int) -> int:
+    # A plain transfer to an account costs exactly 21,000; anything else gets headroom.
+    if estimate == NATIVE_TRANSFER_GAS:
+        return estimate
+    return estimate + (estimate * GAS_MARGIN_PERCENT + 99) // 100
+
+
+async def simulate(rpc: RpcClient, sender: str, rows: list[dict[str, Any]]) -> tuple[list[Prepared], dict[uuid.UUID, str]]:
+    """eth_call and eth_estimateGas for each transaction; returns those that would succeed and
+    the revert reasons of those that would not."""
+    calls: list[tuple[str, list[Any]]] = []
+    for row in rows:
+        tx = {"from": sender, "to": row["to_address"], "value": hex(int(row["value"])), "data": "0x" + bytes(row["data"]).hex()}
+        calls.append(("eth_call", [tx, "latest"]))
+        calls.append(("eth_estimateGas", [tx]))
+    results = await rpc.batch(calls, return_errors=True)
+    prepared: list[Prepared] = []
+    reverted: dict[uuid.UUID, str] = {}
+    for i, row in enumerate(rows):
+        call_result, estimate = results[2 * i], results[2 * i + 1]
+        for outcome in (call_result, estimate):
+            if isinstance(outcome, RpcError):
+                if outcome.kind is RpcErrorKind.EXECUTION_REVERTED:
+                    reverted[row["id"]] = revert_reason(outcome.data) or outcome.message
+                    break
+                raise outcome  # transient: the job retries
+        else:
+            payload = Payload(to=row["to_address"], value=int(row["value"]), data=bytes(row["data"]))
+            prepared.append(Prepared(row["id"], payload, with_margin(int(estimate, 16))))
+    return prepared, reverted
+
+
+async def fail_planned(conn: AsyncConnection, payout_id: uuid.UUID, reason: str) -> None:
+    """A transaction that would revert is never signed: fail its withdrawals, drop it."""
+    cur = await conn.execute(query("live_withdrawals_of_payouts"), {"ids": [payout_id]})
+    ids = [r["withdrawal_id"] for r in await cur.fetchall()]  # type: ignore[call-overload]
+    await conn.execute(query("delete_planned_payout"), {"id": payout_id})
+    await transition(conn, ids, WithdrawalStatus.SIGNING, WithdrawalStatus.FAILED,
+                     note="the payment would revert", failure_code="simulation_reverted", failure_reason=reason)
+
+
+async def lock_nonce(conn: AsyncConnection, chain: Chain, sender: str, chain_nonce: int) -> int:
+    params = {"chain": chain.name, "address": sender}
+    await conn.execute(query("insert_nonce"), params | {"next_nonce": chain_nonce})
+    cur = await conn.execute(query("lock_nonce"), params)
+    row = await cur.fetchone()
+    assert row is not None
+    ours = int(row["next_nonce"])  # type: ignore[call-overload]
+    if chain_nonce > ours:
+        # The key was used outside this system: those nonces are gone. Our transactions that
+        # held them are settled by the watcher (mined, or superseded and paid again).
+        log.warning("nonce drift on %s for %s: chain is at %d, we were at %d; skipping ahead",
+                    chain.name, sender, chain_nonce, ours)
+        return chain_nonce
+    return ours
+
+
+async def sign_sender(pool: AsyncConnectionPool, rpc: RpcClient, chain: Chain, sender: str) -> int:
+    """Sign this sender's planned transactions; returns how many were signed."""
+    async with pool.connection() as conn:
+        cur = await conn.execute(query("planned_payouts"), {"chain": chain.name, "sender": sender, "limit": SIGN_BATCH})
+        rows: list[dict[str, Any]] = await cur.fetchall()  # type: ignore[assignment]
+        cur = await conn.execute(query("wallet_key_ref"), {"chain": chain.name, "address": sender})
+        wallet = await cur.fetchone()
+    if not rows:
+        return 0
+    prepared, reverted = await simulate(rpc, sender, rows)
+    fees: Fees = await suggest_fees(rpc, chain)
+    chain_nonce = await rpc.get_transaction_count(sender, "latest")
+
+    signed = 0
+    async with pool.connection() as conn, conn.transaction():
+        await conn.execute(query("lock_sender"), {"chain": chain.name, "sender": sender})
+        for payout_id, reason in reverted.items():
+            await fail_planned(conn, payout_id, reason)
+        nonce = await lock_nonce(conn, chain, sender, chain_nonce)
+        account = load_signer(wallet["key_ref"] if wallet else None, address=sender)  # type: ignore[call-overload]
+        payout_ids = []
+        for p in prepared:
+            cur = await conn.execute(query("lock_planned_payout"), {"id": p.payout_id})
+            if await cur.fetchone() is None:
+                continue  # another signer got it first
+            tx = sign(account, tx_fields(chain_id=chain.chain_id, nonce=nonce, payload=p.payload,
+                                         gas=p.gas_limit, fee_fields=fees.tx_fields()))
+            await conn.execute(query("insert_attempt"), {
+                "payout_id": p.payout_id, "tx_hash": tx.tx_hash, "kind": "payout", "raw_tx": tx.raw,
+                "gas_limit": p.gas_limit, "max_fee_per_gas": fees.max_fee_per_gas,
+                "max_priority_fee_per_gas": fees.max_priority_fee_per_gas, "gas_price": fees.gas_price,
+            })
+            await conn.execute(query("mark_payout_signed"), {"id": p.payout_id, "nonce": nonce, "gas_limit": p.gas_limit})
+            payout_ids.append(p.payout_id)
+            nonce += 1
+        del account
+        if payout_ids:
+            await conn.execute(query("set_nonce"), {"chain": chain.name, "address": sender, "next_nonce": nonce})
+            cur = await conn.execute(query("live_withdrawals_of_payouts"), {"ids": payout_ids})
+            ids = [r["withdrawal_id"] for r in await cur.fetchall()]  # type: ignore[call-overload]
+            await transition(conn, ids, WithdrawalStatus.SIGNING, WithdrawalStatus.SIGNED,
+                             note="signed; waiting to be broadcast")
+            await enqueue(conn, "broadcast", chain=chain.name, sender=sender)
+        signed = len(payout_ids)
+    return signed
+
+
+@queue.task(name="sign", queue="sign", retry=backoff(10))
+async def sign_task(chain: str, sender: str) -> int:
+    return await sign_sender(context.pool(), context.rpc(chain), context.chain(chain), sender)
