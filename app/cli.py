@@ -6,13 +6,19 @@
   payouts keys revoke NAME                     revoke every key of a client
   payouts wallets add CHAIN ADDRESS --role hot|main [--key-ref REF]
   payouts wallets list
+  payouts jobs failed [--limit N]              dead letters: jobs that failed their last try
+  payouts jobs retry ID                        queue a failed job again
+  payouts jobs stats                           jobs per queue and status
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
@@ -22,6 +28,7 @@ from app.registry import load_registry
 from app.settings import Settings, SettingsError
 from db import clients, wallets
 from db.engine import psycopg_url
+from db.queries import query
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -40,14 +47,16 @@ def migrate(database_url: str) -> None:
     command.upgrade(config, "head")
 
 
-def connect(settings: Settings) -> psycopg.Connection:
+def connect(settings: Settings) -> psycopg.Connection[Any]:  # rows are dicts (dict_row)
     return psycopg.connect(psycopg_url(settings.database_url.reveal()), row_factory=dict_row)
 
 
 def cmd_clients_create(settings: Settings, args: argparse.Namespace) -> None:
     with connect(settings) as conn:
         if clients.find_client(conn, args.name) is not None:
-            raise CommandError(f"a client named {args.name!r} exists; use `payouts keys create {args.name}`")
+            raise CommandError(
+                f"a client named {args.name!r} exists; use `payouts keys create {args.name}`"
+            )
         client_id = clients.create_client(conn, args.name)
         key = clients.create_key(conn, client_id)
     print(f"client {args.name} ({client_id})", file=sys.stderr)
@@ -90,7 +99,99 @@ def cmd_wallets_add(settings: Settings, args: argparse.Namespace) -> None:
 def cmd_wallets_list(settings: Settings, args: argparse.Namespace) -> None:
     with connect(settings) as conn:
         for row in wallets.list_wallets(conn):
-            print(f"{row['chain']:<18} {row['role']:<5} {row['address']}{'' if row['enabled'] else '  (disabled)'}")
+            disabled = "" if row["enabled"] else "  (disabled)"
+            print(f"{row['chain']:<18} {row['role']:<5} {row['address']}{disabled}")
+
+
+# procrastinate stores no exception text: a failed job keeps its status, attempts and a 'failed'
+# event with its time. The error and traceback are in the worker's log, on the line
+# "Job <task>[<id>](...) ended with status: Error".
+FAILED_HELP = (
+    "list jobs that failed their last try (dead letters): id, queue, task, attempts, when the "
+    "last try failed, and the job's arguments as JSON. procrastinate does not store the "
+    "exception: find it in the worker log by searching for '<task>[<id>]'."
+)
+RETRY_HELP = (
+    "queue a failed job again, now, with procrastinate's own retry function; "
+    "refuses (exit 2) a job that does not exist or is not failed"
+)
+JOB_STATUSES = ("todo", "doing", "failed", "succeeded", "cancelled", "aborted")
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def utc(when: datetime | None) -> str:
+    return when.astimezone(UTC).isoformat(timespec="seconds") if when else "-"
+
+
+def cmd_jobs_failed(settings: Settings, args: argparse.Namespace) -> None:
+    with connect(settings) as conn:
+        rows = conn.execute(query("jobs_failed"), {"limit": args.limit}).fetchall()
+    if not rows:
+        print("no failed jobs", file=sys.stderr)
+        return
+    print(f"{'id':>8}  {'queue':<10} {'task':<10} {'attempts':>8}  {'failed at (UTC)':<25} args")
+    for r in rows:
+        print(f"{r['id']:>8}  {r['queue_name']:<10} {r['task_name']:<10} {r['attempts']:>8}  "
+              f"{utc(r['failed_at']):<25} {json.dumps(r['args'], sort_keys=True)}")
+    example = f"{rows[0]['task_name']}[{rows[0]['id']}]"
+    print("the error of each job is in the worker log (procrastinate does not store it): "
+          f"search for '<task>[<id>]', e.g. '{example}'", file=sys.stderr)
+
+
+def cmd_jobs_retry(settings: Settings, args: argparse.Namespace) -> None:
+    with connect(settings) as conn:
+        job = conn.execute(query("jobs_lock_one"), {"id": args.id}).fetchone()
+        if job is None:
+            raise CommandError(f"no job with id {args.id}")
+        if job["status"] != "failed":
+            raise CommandError(
+                f"job {args.id} ({job['task_name']}) is {job['status']}, not failed; "
+                "only failed jobs are retried"
+            )
+        lock = job["queueing_lock"]
+        if lock is not None:
+            waiting = conn.execute(
+                query("jobs_waiting_with_queueing_lock"), {"queueing_lock": lock}
+            ).fetchone()
+            if waiting is not None:
+                raise CommandError(
+                    f"job {args.id} was not queued again: job {waiting['id']} with the same "
+                    f"queueing lock {lock!r} is already waiting and will do the same work"
+                )
+        try:
+            conn.execute(query("jobs_retry"), {"id": args.id})
+        except psycopg.errors.UniqueViolation:
+            raise CommandError(
+                f"job {args.id} was not queued again: a job with the same queueing lock "
+                f"{lock!r} was queued meanwhile and will do the same work"
+            ) from None
+    print(f"job {args.id} ({job['task_name']}) queued again")
+
+
+def cmd_jobs_stats(settings: Settings, args: argparse.Namespace) -> None:
+    with connect(settings) as conn:
+        rows = conn.execute(query("jobs_counts")).fetchall()
+    counts: dict[str, dict[str, int]] = {}
+    stalled: dict[str, int] = {}
+    for r in rows:
+        counts.setdefault(r["queue_name"], {})[r["status"]] = r["jobs"]
+        stalled[r["queue_name"]] = stalled.get(r["queue_name"], 0) + r["stalled"]
+    print(f"{'queue':<10}" + "".join(f"{s:>11}" for s in JOB_STATUSES) + f"{'stalled':>11}")
+    for queue_name in sorted(counts):
+        cells = "".join(f"{counts[queue_name].get(s, 0):>11}" for s in JOB_STATUSES)
+        print(f"{queue_name:<10}{cells}{stalled[queue_name]:>11}")
+    if any(stalled.values()):
+        print("stalled: doing, but the worker is gone or silent for over 30 s; nothing will finish "
+              "those rows (the tick queues their work again)", file=sys.stderr)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -118,6 +219,18 @@ def parser() -> argparse.ArgumentParser:
     wa.add_argument("--key-ref", help="where the signer finds the key (never the key itself)")
     wa.set_defaults(func=cmd_wallets_add)
     w.add_parser("list", help="list wallets").set_defaults(func=cmd_wallets_list)
+    j = sub.add_parser("jobs", help="the job queue: dead letters and counts").add_subparsers(
+        dest="action", required=True)
+    jf = j.add_parser("failed", help=FAILED_HELP, description=FAILED_HELP)
+    jf.add_argument(
+        "--limit", type=positive_int, default=50, metavar="N",
+        help="at most N jobs, newest first (default 50)",
+    )
+    jf.set_defaults(func=cmd_jobs_failed)
+    jr = j.add_parser("retry", help=RETRY_HELP, description=RETRY_HELP)
+    jr.add_argument("id", type=positive_int, help="the job id, as `payouts jobs failed` shows it")
+    jr.set_defaults(func=cmd_jobs_retry)
+    j.add_parser("stats", help="jobs per queue and status").set_defaults(func=cmd_jobs_stats)
     return p
 
 
