@@ -134,8 +134,9 @@ def document() -> dict[str, Any]:
                         "202": _json("Withdrawal", "Cancel requested on chain; follow the status"),
                         "404": _problem("No such withdrawal"),
                         "409": _problem(
-                            "Too late (`withdrawal_not_cancelable`: mined or finished) or paid in one "
-                            "transaction with others (`withdrawal_in_batch`)"
+                            "Too late (`withdrawal_not_cancelable`: mined or finished), paid in one "
+                            "transaction with others (`withdrawal_in_batch`), or being signed this moment "
+                            "(`withdrawal_being_signed`, retryable)"
                         ),
                         **COMMON_ERRORS,
                     },

@@ -56,6 +56,13 @@ class Chain:
     stuck_after_seconds: float = 30.0
     # What a reverted payout does: "fail" its withdrawals, or "repay" them in a new transaction.
     revert_policy: str = "fail"
+    # Our batch-payout contract on this chain (None: every withdrawal is its own transaction).
+    batch_contract: str | None = None
+    # Most withdrawals in one batch, the share of the block gas limit a batch may take, and how
+    # long a withdrawal may wait for others to fill its batch.
+    batch_max: int = 100
+    batch_gas_share: float = 0.5
+    batch_wait_seconds: float = 1.0
 
     def asset(self, symbol: str) -> Asset | None:
         if symbol == self.native.symbol:
@@ -176,6 +183,22 @@ def _parse_chain(path: Path, name: str, t: Any, environ: Mapping[str, str]) -> C
     if revert_policy not in ("fail", "repay"):
         raise RegistryError(f"{where}.revert_policy must be 'fail' or 'repay'")
 
+    batch_contract = t.get("batch_contract")
+    if batch_contract is not None:
+        try:
+            batch_contract = parse_address(str(batch_contract))
+        except AddressError as exc:
+            raise RegistryError(f"{where}.batch_contract: {exc}") from exc
+    batch_max = t.get("batch_max", 100)
+    if not isinstance(batch_max, int) or isinstance(batch_max, bool) or not 1 <= batch_max <= 1000:
+        raise RegistryError(f"{where}.batch_max must be an integer from 1 to 1000")
+    batch_gas_share = t.get("batch_gas_share", 0.5)
+    if not isinstance(batch_gas_share, int | float) or not 0 < batch_gas_share <= 1:
+        raise RegistryError(f"{where}.batch_gas_share must be a number in (0, 1]")
+    batch_wait = t.get("batch_wait_seconds", 1.0)
+    if not isinstance(batch_wait, int | float) or isinstance(batch_wait, bool) or batch_wait < 0:
+        raise RegistryError(f"{where}.batch_wait_seconds must be a number >= 0")
+
     return Chain(
         name=name,
         chain_id=need("chain_id", int),
@@ -193,6 +216,10 @@ def _parse_chain(path: Path, name: str, t: Any, environ: Mapping[str, str]) -> C
         max_in_flight_per_wallet=max_in_flight,
         stuck_after_seconds=float(stuck_after),
         revert_policy=revert_policy,
+        batch_contract=batch_contract,
+        batch_max=batch_max,
+        batch_gas_share=float(batch_gas_share),
+        batch_wait_seconds=float(batch_wait),
     )
 
 

@@ -220,6 +220,9 @@ async def cancel_withdrawal(request: Request) -> Response:
                     row = await repo.get_withdrawal(conn, client.id, withdrawal_id)
                     assert row is not None
                     return JSONResponse(render(request, row), status_code=202)
+            if row["status"] == WithdrawalStatus.SIGNING:
+                raise ApiError(409, "withdrawal_being_signed",
+                               "the withdrawal is being signed right now; retry in a moment", retryable=True)
             if row["status"] != WithdrawalStatus.CANCELED:
                 raise ApiError(
                     409,

@@ -185,11 +185,13 @@ payouts = Table(
     Column("confirmations", Integer),
     Column("mined_attempt_id", BigInteger),
     Column("cancel_requested_at", DateTime(timezone=True)),
+    # The head at which the nonce was first seen used by another transaction (proof needs two looks).
+    Column("nonce_used_elsewhere_at", BigInteger),
     # Why the engine cannot move this transaction on by itself (e.g. the fee cap blocks a bump).
     Column("alert", Text),
     _created_at(),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
-    CheckConstraint("kind IN ('withdrawal', 'topup', 'cancel')", name="kind"),
+    CheckConstraint("kind IN ('withdrawal', 'topup', 'approve')", name="kind"),
     CheckConstraint(
         "status IN (" + ", ".join(f"'{s}'" for s in PAYOUT_STATUSES) + ")", name="status"
     ),

@@ -39,20 +39,41 @@ def accepted(outcome: Any) -> bool:
 
 
 async def broadcast_sender(pool: AsyncConnectionPool, rpc: RpcClient, chain: Chain, sender: str) -> int:
-    """Broadcast this sender's SIGNED transactions; returns how many a node accepted."""
+    """Broadcast this sender's SIGNED transactions; returns how many a node accepted.
+
+    One broadcaster per sender at a time (an advisory lock held on its own connection for the
+    whole step, released by Postgres if the worker dies): two would race on the same rows.
+    """
+    async with pool.connection() as lock_conn, lock_conn.transaction():
+        await lock_conn.execute(query("lock_broadcast"), {"chain": chain.name, "sender": sender})
+        return await _broadcast(pool, rpc, chain, sender)
+
+
+async def _broadcast(pool: AsyncConnectionPool, rpc: RpcClient, chain: Chain, sender: str) -> int:
     async with pool.connection() as conn, conn.transaction():
         cur = await conn.execute(query("signed_payouts"), {"chain": chain.name, "sender": sender, "limit": BROADCAST_BATCH})
         rows: list[dict[str, Any]] = await cur.fetchall()  # type: ignore[assignment]
         if not rows:
             return 0
         ids = await withdrawals_of(conn, [r["id"] for r in rows])
-        # Recorded before sending: a crash after this point leaves BROADCASTING rows that the
-        # watcher hands back here, and sending the same bytes again is harmless.
+        # Recorded before sending: a crash after this point leaves BROADCASTING rows whose
+        # payouts are still SIGNED; the tick queues this step again for them, and sending the
+        # same bytes again is harmless.
         await transition(conn, ids, WithdrawalStatus.SIGNED, WithdrawalStatus.BROADCASTING,
                          note="being broadcast")
 
-    outcomes = await rpc.batch([("eth_sendRawTransaction", ["0x" + bytes(r["raw_tx"]).hex()]) for r in rows],
-                               return_errors=True)
+    try:
+        outcomes = await rpc.batch(
+            [("eth_sendRawTransaction", ["0x" + bytes(r["raw_tx"]).hex()]) for r in rows], return_errors=True
+        )
+    except RpcError as exc:
+        # No node answered at all (the bytes may still have reached one: rule 7 settles that
+        # from receipts later). Back to SIGNED; the job retries with backoff.
+        async with pool.connection() as conn, conn.transaction():
+            back = await withdrawals_of(conn, [r["id"] for r in rows])
+            await transition(conn, back, WithdrawalStatus.BROADCASTING, WithdrawalStatus.SIGNED,
+                             note=f"waiting to be broadcast again: {exc.kind.name.lower()}")
+        raise
 
     done: list[uuid.UUID] = []
     unavailable: RpcError | None = None
@@ -76,7 +97,7 @@ async def broadcast_sender(pool: AsyncConnectionPool, rpc: RpcClient, chain: Cha
             await transition(conn, ids, WithdrawalStatus.BROADCASTING, WithdrawalStatus.BROADCASTED,
                              note="broadcast; waiting to be mined")
     if unavailable is not None:
-        raise unavailable  # the job retries with backoff; the rows are SIGNED again
+        raise unavailable  # the job retries with backoff; those rows are SIGNED again
     return len(done)
 
 

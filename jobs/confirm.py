@@ -33,7 +33,7 @@ from jobs.fees import Fees, bump_fees, suggest_fees
 from jobs.keys import load_signer
 from jobs.retry import backoff
 from jobs.queue import enqueue, queue
-from jobs.rpc import RpcClient, RpcError
+from jobs.rpc import RpcClient, RpcError, RpcErrorKind, revert_reason
 from jobs.txbuild import Payload, sign, tx_fields
 
 log = logging.getLogger("payouts.jobs.confirm")
@@ -55,6 +55,20 @@ async def withdrawals_of(conn: AsyncConnection, payout_id: uuid.UUID) -> list[uu
 
 
 async def watch_chain(pool: AsyncConnectionPool, rpc: RpcClient, chain: Chain) -> WatchResult:
+    """One pass over the chain's transactions on their way; a no-op if another watcher runs."""
+    async with pool.connection() as lock_conn, lock_conn.transaction():
+        cur = await lock_conn.execute(query("try_lock_watch"), {"chain": chain.name})
+        row = await cur.fetchone()
+        if not row or not row["locked"]:  # type: ignore[call-overload]
+            return WatchResult()
+        return await _watch(pool, rpc, chain)
+
+
+def _block_of(receipt: dict[str, Any]) -> int:
+    return int(receipt["blockNumber"], 16)
+
+
+async def _watch(pool: AsyncConnectionPool, rpc: RpcClient, chain: Chain) -> WatchResult:
     result = WatchResult()
     repay_reverted = chain.revert_policy == "repay"
     async with pool.connection() as conn:
@@ -71,47 +85,51 @@ async def watch_chain(pool: AsyncConnectionPool, rpc: RpcClient, chain: Chain) -
     all_attempts = [a for p in payouts for a in attempts.get(p["id"], [])]
     receipts_raw = await rpc.batch([("eth_getTransactionReceipt", [a["tx_hash"]]) for a in all_attempts])
     receipts = {a["id"]: r for a, r in zip(all_attempts, receipts_raw, strict=True) if r}
-    blocks_needed = sorted({int(r["blockNumber"], 16) for r in receipts.values()}
+    blocks_needed = sorted({_block_of(r) for r in receipts.values()}
                            | {p["block_number"] for p in payouts if p["block_number"] is not None})
-    block_hashes: dict[int, str | None] = {}
+    canonical: dict[int, str | None] = {}
     if blocks_needed:
         got = await rpc.batch([("eth_getBlockByNumber", [hex(n), False]) for n in blocks_needed])
-        block_hashes = {n: (b or {}).get("hash") for n, b in zip(blocks_needed, got, strict=True)}
+        canonical = {n: (b or {}).get("hash") for n, b in zip(blocks_needed, got, strict=True)}
+
+    reasons = await revert_reasons(rpc, payouts, attempts, receipts)
 
     stuck: list[dict[str, Any]] = []
     async with pool.connection() as conn, conn.transaction():
         for p in payouts:
             mine = attempts.get(p["id"], [])
-            if any(a["id"] in receipts for a in mine) and not any(
-                block_hashes.get(int(receipts[a["id"]]["blockNumber"], 16)) == receipts[a["id"]]["blockHash"]
-                for a in mine if a["id"] in receipts
-            ) and p["status"] == "BROADCASTED":
-                continue  # a receipt from a block that is not canonical (yet): look again next time
-            mined = next(((a, receipts[a["id"]]) for a in mine if a["id"] in receipts
-                          and block_hashes.get(int(receipts[a["id"]]["blockNumber"], 16)) == receipts[a["id"]]["blockHash"]), None)
+            seen = [(a, receipts[a["id"]]) for a in mine if a["id"] in receipts]
+            mined = next(((a, r) for a, r in seen if canonical.get(_block_of(r)) == r["blockHash"]), None)
             if p["status"] == "INCLUDED":
-                if mined is None or mined[0]["id"] != p["mined_attempt_id"] or mined[1]["blockHash"] != p["block_hash"]:
-                    await reorged(conn, p, mined)
+                now_at_height = canonical.get(p["block_number"])
+                if now_at_height is None:
+                    continue  # the node does not show that height right now: look again later
+                if now_at_height != p["block_hash"]:
+                    # Money rule 6: the including block is gone. Back to BROADCASTED (or straight
+                    # to the new block if an attempt is already mined again).
+                    await reorged(conn, p)
                     result.reorged += 1
                     if mined is None:
                         continue
                     await include(conn, p, *mined, head)
-                else:
-                    await conn.execute(query("set_payout_confirmations"),
-                                       {"id": p["id"], "confirmations": head - p["block_number"] + 1})
-                depth = head - int(mined[1]["blockNumber"], 16) + 1
+                elif mined is None or mined[0]["id"] != p["mined_attempt_id"]:
+                    continue  # the block stands but this node lost the receipt: look again later
+                depth = head - _block_of(mined[1]) + 1
+                await conn.execute(query("set_payout_confirmations"), {"id": p["id"], "confirmations": depth})
                 if depth >= chain.confirmations:
-                    await finalize(conn, chain, p, *mined, depth, repay_reverted=repay_reverted)
+                    await finalize(conn, chain, p, *mined, depth, repay_reverted=repay_reverted, reasons=reasons)
                     result.confirmed += 1
                 continue
             if mined is not None:
                 await include(conn, p, *mined, head)
                 result.included += 1
-                depth = head - int(mined[1]["blockNumber"], 16) + 1
+                depth = head - _block_of(mined[1]) + 1
                 if depth >= chain.confirmations:
-                    await finalize(conn, chain, p, *mined, depth, repay_reverted=repay_reverted)
+                    await finalize(conn, chain, p, *mined, depth, repay_reverted=repay_reverted, reasons=reasons)
                     result.confirmed += 1
                 continue
+            if seen:
+                continue  # a receipt from a block that is not canonical (yet): look again later
             stuck.append(p)
 
     if stuck:
@@ -132,7 +150,7 @@ async def include(conn: AsyncConnection, p: dict[str, Any], attempt: dict[str, A
                          note=f"mined in block {block} ({attempt['tx_hash']}); waiting for confirmations")
 
 
-async def reorged(conn: AsyncConnection, p: dict[str, Any], mined: Any) -> None:
+async def reorged(conn: AsyncConnection, p: dict[str, Any]) -> None:
     log.warning("reorg: payout %s left block %s", p["id"], p["block_number"])
     await conn.execute(query("clear_attempt_receipts"), {"id": p["id"]})
     moved = await conn.execute(query("mark_payout_reorged"), {"id": p["id"]})
@@ -142,8 +160,29 @@ async def reorged(conn: AsyncConnection, p: dict[str, Any], mined: Any) -> None:
                          note="the block that included it was reorganized away; waiting to be mined again")
 
 
+async def revert_reasons(rpc: RpcClient, payouts: list[dict[str, Any]], attempts: dict[uuid.UUID, list[dict[str, Any]]],
+                         receipts: dict[int, dict[str, Any]]) -> dict[int, str]:
+    """Why mined transactions reverted: their call replayed on the state before their block."""
+    replays: list[tuple[int, tuple[str, list[Any]]]] = []
+    for p in payouts:
+        for a in attempts.get(p["id"], []):
+            r = receipts.get(a["id"])
+            if r is not None and int(r["status"], 16) == 0 and a["kind"] == "payout":
+                tx = {"from": p["sender"], "to": p["to_address"], "value": hex(int(p["value"])),
+                      "data": "0x" + bytes(p["data"]).hex(), "gas": hex(int(a["gas_limit"]))}
+                replays.append((a["id"], ("eth_call", [tx, hex(max(_block_of(r) - 1, 0))])))
+    if not replays:
+        return {}
+    answers = await rpc.batch([call for _, call in replays], return_errors=True)
+    reasons = {}
+    for (attempt_id, _), answer in zip(replays, answers, strict=True):
+        if isinstance(answer, RpcError) and answer.kind is RpcErrorKind.EXECUTION_REVERTED:
+            reasons[attempt_id] = revert_reason(answer.data) or answer.message
+    return reasons
+
+
 async def finalize(conn: AsyncConnection, chain: Chain, p: dict[str, Any], attempt: dict[str, Any],
-                   receipt: dict[str, Any], depth: int, *, repay_reverted: bool) -> None:
+                   receipt: dict[str, Any], depth: int, *, repay_reverted: bool, reasons: dict[int, str]) -> None:
     ok = int(receipt["status"], 16) == 1
     status = "CONFIRMED" if ok else "REVERTED"
     moved = await conn.execute(query("mark_payout_final"), {"id": p["id"], "status": status, "confirmations": depth})
@@ -158,11 +197,13 @@ async def finalize(conn: AsyncConnection, chain: Chain, p: dict[str, Any], attem
         await transition(conn, ids, S.CONFIRMING, S.CONFIRMED, note=f"confirmed ({tx})")
     elif repay_reverted:
         await conn.execute(query("release_payout_items"), {"id": p["id"]})
-        await transition(conn, ids, S.CONFIRMING, S.VALIDATING, note=f"transaction {tx} reverted; paying again")
+        why = reasons.get(attempt["id"]) or "no reason given"
+        await transition(conn, ids, S.CONFIRMING, S.VALIDATING, note=f"transaction {tx} reverted ({why}); paying again")
         await enqueue(conn, "validate", chain=chain.name)
     else:
+        why = reasons.get(attempt["id"]) or "no reason given"
         await transition(conn, ids, S.CONFIRMING, S.FAILED, note=f"transaction {tx} reverted",
-                         failure_code="reverted", failure_reason=f"transaction {tx} reverted on chain")
+                         failure_code="reverted", failure_reason=f"transaction {tx} reverted on chain: {why}")
 
 
 async def settle_unmined(pool: AsyncConnectionPool, rpc: RpcClient, chain: Chain, stuck: list[dict[str, Any]],
@@ -178,9 +219,19 @@ async def settle_unmined(pool: AsyncConnectionPool, rpc: RpcClient, chain: Chain
     for p in stuck:
         mine = attempts.get(p["id"], [])
         if p["nonce"] is not None and p["nonce"] < used_at_depth[p["sender"]]:
-            await supersede(pool, chain, p)
-            result.superseded += 1
+            # Money rule 2 wants proof: the nonce used at depth, none of our attempts mined, seen
+            # at two different heads (one answer of one lagging node is not proof).
+            first_seen = p["nonce_used_elsewhere_at"]
+            if first_seen is not None and head > first_seen:
+                await supersede(pool, chain, p)
+                result.superseded += 1
+            elif first_seen is None:
+                async with pool.connection() as conn:
+                    await conn.execute(query("note_nonce_used_elsewhere"), {"id": p["id"], "head": head})
             continue
+        if p["nonce_used_elsewhere_at"] is not None:
+            async with pool.connection() as conn:
+                await conn.execute(query("clear_nonce_used_elsewhere"), {"id": p["id"]})
         latest = mine[-1]
         sent_at = latest["broadcast_at"] or latest["created_at"]
         cancel_wanted = p["cancel_requested_at"] is not None and latest["kind"] != "cancel"
@@ -188,23 +239,30 @@ async def settle_unmined(pool: AsyncConnectionPool, rpc: RpcClient, chain: Chain
             continue
         known = await rpc.batch([("eth_getTransactionByHash", [a["tx_hash"]]) for a in mine])
         if not cancel_wanted and not any(known):
-            # Dropped from the mempool: the stored bytes are still valid; send them again.
-            await send_again(pool, rpc, latest)
-            result.rebroadcast += 1
-            continue
+            # Dropped from the mempool: the stored bytes are still valid; send them again,
+            # unless the node refuses their fees (then they are replaced below).
+            refused = await send_again(pool, rpc, latest)
+            if refused is not RpcErrorKind.FEE_TOO_LOW:
+                result.rebroadcast += 1
+                continue
         fees = fees or await suggest_fees(rpc, chain)
         # Once a cancel was asked for, every replacement is the cancel (same nonce, 0 value).
         if await replace(pool, rpc, chain, p, latest, fees, cancel=p["cancel_requested_at"] is not None):
             result.replaced += 1
 
 
-async def send_again(pool: AsyncConnectionPool, rpc: RpcClient, attempt: dict[str, Any]) -> None:
+async def send_again(pool: AsyncConnectionPool, rpc: RpcClient, attempt: dict[str, Any]) -> RpcErrorKind | None:
+    """Send stored bytes (always safe); returns the kind of error the node answered, if any."""
+    refused = None
     try:
         await rpc.send_raw_transaction(bytes(attempt["raw_tx"]))
     except RpcError as exc:
+        # "already known", "nonce too low" and the like are settled from receipts (rule 7).
         log.info("re-broadcast of %s answered %s (%s)", attempt["tx_hash"], exc.kind.name, exc.message[:120])
+        refused = exc.kind
     async with pool.connection() as conn:
         await conn.execute(query("mark_attempt_broadcast"), {"id": attempt["id"]})
+    return refused
 
 
 def old_fees(attempt: dict[str, Any]) -> Fees:
@@ -222,9 +280,11 @@ async def replace(pool: AsyncConnectionPool, rpc: RpcClient, chain: Chain, p: di
     if new_fees is None:
         alert = (f"stuck at nonce {p['nonce']}: a 10% fee bump would pass the fee cap of "
                  f"{chain.max_fee_per_gas} wei; kept as is (raise the cap or wait for fees to fall)")
-        log.warning("payout %s on %s: %s", p["id"], chain.name, alert)
-        async with pool.connection() as conn:
-            await conn.execute(query("set_payout_alert"), {"id": p["id"], "alert": alert})
+        async with pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(query("set_payout_alert"), {"id": p["id"], "alert": alert})
+            if await cur.fetchone() is not None:  # a new alert: say it once, and show it
+                log.warning("payout %s on %s: %s", p["id"], chain.name, alert)
+                await conn.execute(query("note_withdrawals"), {"ids": await withdrawals_of(conn, p["id"]), "note": alert})
         return False
     if cancel:
         payload, gas, kind = Payload(to=p["sender"], value=0, data=b""), 21_000, "cancel"

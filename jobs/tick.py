@@ -19,19 +19,38 @@ from jobs.queue import queue
 log = logging.getLogger("payouts.jobs.tick")
 
 STALE = "5 seconds"
+STALLED_SECONDS = 30
+STALLED_CHECK_EVERY = 15  # seconds
 
 
 async def defer_once(task: str, lock: str, **kwargs: str) -> bool:
     try:
+        # At most one waiting. Steps that must not run twice at once take a Postgres advisory
+        # lock themselves: it dies with a killed worker's connection, a procrastinate `lock` does not.
         await queue.configure_task(task, queueing_lock=lock).defer_async(**kwargs)
     except AlreadyEnqueued:
         return False  # one is already waiting; it will see the same work
     return True
 
 
+async def retry_stalled_jobs() -> int:
+    """Jobs left `doing` by a worker that died (no heartbeat for STALLED_SECONDS) run again.
+
+    Every step is idempotent, so running one twice is safe; left alone they would only clutter
+    the queue, since the tick re-queues their work anyway.
+    """
+    stalled = list(await queue.job_manager.get_stalled_jobs(seconds_since_heartbeat=STALLED_SECONDS))
+    for job in stalled:
+        log.warning("job %s[%s] was left running by a dead worker; retrying it", job.task_name, job.id)
+        await queue.job_manager.retry_job(job)
+    return len(stalled)
+
+
 @queue.periodic(cron="* * * * * *", periodic_id="tick")
 @queue.task(name="tick", queue="tick", queueing_lock="tick")
 async def tick(timestamp: int) -> None:
+    if timestamp % STALLED_CHECK_EVERY == 0:
+        await retry_stalled_jobs()
     for chain in context.registry().enabled:
         await defer_once("watch", f"watch:{chain.name}", chain=chain.name)
         async with context.pool().connection() as conn:

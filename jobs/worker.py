@@ -23,7 +23,12 @@ async def run(concurrency: int, queues: list[str]) -> None:
     try:
         async with queue.open_async(pool):
             await queue.run_worker_async(
-                queues=queues, concurrency=concurrency, install_signal_handlers=True
+                queues=queues,
+                concurrency=concurrency,
+                install_signal_handlers=True,
+                # Finished jobs carry nothing the database does not already hold (events and
+                # statuses live in our tables); failed ones stay as dead letters.
+                delete_jobs="successful",
             )
     finally:
         await pool.close()

@@ -25,7 +25,7 @@ RETURNING *;
 
 -- name: get_withdrawal_by_idempotency_key
 -- The withdrawal a client created with an idempotency key.
-SELECT * FROM withdrawals WHERE client_id = %(client_id)s AND idempotency_key = %(idempotency_key)s;
+SELECT * FROM withdrawals_with_tx WHERE client_id = %(client_id)s AND idempotency_key = %(idempotency_key)s;
 
 -- name: get_withdrawal
 -- One withdrawal of one client (another client's withdrawal is not found).
@@ -108,13 +108,22 @@ SELECT chain, address, role, enabled, created_at FROM hot_wallets ORDER BY chain
 -- One planner per chain at a time: balances and reservations are read and spent together.
 SELECT pg_advisory_xact_lock(hashtextextended('plan:' || %(chain)s, 0));
 
+-- name: try_lock_watch
+-- One watcher per chain at a time, for as long as the calling transaction lasts (two would sign
+-- the same fee bump twice). Released by Postgres if the worker dies.
+SELECT pg_try_advisory_xact_lock(hashtextextended('watch:' || %(chain)s, 0)) AS locked;
+
+-- name: lock_broadcast
+-- One broadcaster per (chain, sender) at a time, for as long as the calling transaction lasts.
+SELECT pg_advisory_xact_lock(hashtextextended('broadcast:' || %(chain)s || ':' || %(sender)s, 0));
+
 -- name: lock_sender
 -- One signer per (chain, sender) at a time, together with the nonce row lock (money rule 3).
 SELECT pg_advisory_xact_lock(hashtextextended('sender:' || %(chain)s || ':' || %(sender)s, 0));
 
 -- name: validating_withdrawals
 -- Withdrawals of a chain waiting for a hot wallet, oldest first.
-SELECT id, asset, to_address, amount FROM withdrawals
+SELECT id, asset, to_address, amount, created_at FROM withdrawals
 WHERE chain = %(chain)s AND status = 'VALIDATING'
 ORDER BY created_at
 LIMIT %(limit)s
@@ -230,13 +239,15 @@ RETURNING id;
 UPDATE tx_attempts SET broadcast_at = now() WHERE id = %(id)s;
 
 -- name: set_payout_alert
--- Why a transaction cannot move on by itself (shown to operators).
-UPDATE payouts SET alert = %(alert)s, updated_at = now() WHERE id = %(id)s AND alert IS DISTINCT FROM %(alert)s;
+-- Why a transaction cannot move on by itself (shown to operators); returns a row only when the
+-- alert is new, so it is logged once.
+UPDATE payouts SET alert = %(alert)s, updated_at = now() WHERE id = %(id)s AND alert IS DISTINCT FROM %(alert)s
+RETURNING id;
 
 -- name: watched_payouts
 -- Transactions of a chain that are on their way: broadcast, or included but not yet deep enough.
 SELECT id, sender, nonce, status, block_number, block_hash, mined_attempt_id, cancel_requested_at,
-       gas_limit, to_address, value, data
+       gas_limit, to_address, value, data, nonce_used_elsewhere_at, alert
 FROM payouts
 WHERE chain = %(chain)s AND status IN ('BROADCASTED', 'INCLUDED')
 ORDER BY sender, nonce;
@@ -283,10 +294,20 @@ RETURNING id;
 UPDATE tx_attempts SET block_number = NULL, block_hash = NULL, receipt_status = NULL
 WHERE payout_id = %(id)s;
 
+-- name: note_nonce_used_elsewhere
+-- First sighting of the payout's nonce used at depth by a transaction that is none of its
+-- attempts; a second sighting at a later head is needed before it counts as proof.
+UPDATE payouts SET nonce_used_elsewhere_at = %(head)s, updated_at = now()
+WHERE id = %(id)s AND status = 'BROADCASTED' AND nonce_used_elsewhere_at IS NULL;
+
+-- name: clear_nonce_used_elsewhere
+-- A later look did not confirm the sighting (a lagging or inconsistent node).
+UPDATE payouts SET nonce_used_elsewhere_at = NULL WHERE id = %(id)s AND nonce_used_elsewhere_at IS NOT NULL;
+
 -- name: mark_payout_superseded
 -- Another transaction used this one's nonce at depth; its withdrawals may be paid again.
 UPDATE payouts SET status = 'SUPERSEDED', updated_at = now()
-WHERE id = %(id)s AND status IN ('BROADCASTED', 'SIGNED')
+WHERE id = %(id)s AND status = 'BROADCASTED'
 RETURNING id;
 
 -- name: release_payout_items
@@ -323,3 +344,46 @@ SELECT DISTINCT 'sign', sender FROM payouts
 UNION ALL
 SELECT DISTINCT 'broadcast', sender FROM payouts
     WHERE chain = %(chain)s AND status = 'SIGNED' AND updated_at < now() - %(stale)s::interval;
+
+-- ---------------------------------------------------------------------------------------------
+-- Job queue (procrastinate's tables), for the `payouts jobs` operator commands.
+
+-- name: jobs_failed
+-- Dead letters: jobs that failed their last try, latest failure first. procrastinate keeps no
+-- exception text, only the status and a 'failed' event with its time; the error is in the log.
+SELECT j.id, j.queue_name, j.task_name, j.args, j.attempts, e.failed_at
+FROM procrastinate_jobs j
+LEFT JOIN LATERAL (
+    SELECT max(at) AS failed_at FROM procrastinate_events WHERE job_id = j.id AND type = 'failed'
+) e ON true
+WHERE j.status = 'failed'
+ORDER BY e.failed_at DESC NULLS LAST, j.id DESC
+LIMIT %(limit)s;
+
+-- name: jobs_lock_one
+-- One job, locked until commit so that its status cannot change under a retry.
+SELECT id, task_name, status::text AS status, queueing_lock FROM procrastinate_jobs
+WHERE id = %(id)s
+FOR UPDATE;
+
+-- name: jobs_waiting_with_queueing_lock
+-- A job waiting with a queueing lock: only one may wait per lock.
+SELECT id FROM procrastinate_jobs WHERE queueing_lock = %(queueing_lock)s AND status = 'todo';
+
+-- name: jobs_retry
+-- Queue a failed job again now, through procrastinate's own function (the one its
+-- JobManager.retry_job_by_id calls): status todo, attempts + 1, a 'retried' event.
+SELECT procrastinate_retry_job_v2(%(id)s, now(), NULL, NULL, NULL);
+
+-- name: jobs_counts
+-- Jobs per queue and status; "stalled" counts running jobs whose worker is gone or silent past
+-- procrastinate's stalled-worker timeout (30 s): nothing will finish them.
+SELECT j.queue_name, j.status::text AS status, count(*) AS jobs,
+       count(*) FILTER (
+           WHERE j.status = 'doing'
+             AND (w.id IS NULL OR w.last_heartbeat < now() - interval '30 seconds')
+       ) AS stalled
+FROM procrastinate_jobs j
+LEFT JOIN procrastinate_workers w ON w.id = j.worker_id
+GROUP BY j.queue_name, j.status
+ORDER BY j.queue_name, j.status;

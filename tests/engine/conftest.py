@@ -154,7 +154,18 @@ def wait_terminal(db: psycopg.Connection, ids: list[str], timeout: float,
             for r in rows:
                 counts[r["status"]] = counts.get(r["status"], 0) + 1
             notes = {r["status_note"] for r in rows if r["status"] not in TERMINAL}
-            raise AssertionError(f"not all terminal after {timeout}s: {counts}; notes: {list(notes)[:5]}")
+            payouts = db.execute(
+                "SELECT p.status, p.sender, p.nonce, p.alert, w.status AS w_status, "
+                "(SELECT count(*) FROM tx_attempts a WHERE a.payout_id = p.id) AS attempts "
+                "FROM payouts p LEFT JOIN payout_items i ON i.payout_id = p.id AND i.live "
+                "LEFT JOIN withdrawals w ON w.id = i.withdrawal_id "
+                "WHERE p.status NOT IN ('CONFIRMED') ORDER BY p.sender, p.nonce"
+            ).fetchall()
+            nonces = db.execute("SELECT * FROM nonces").fetchall()
+            raise AssertionError(
+                f"not all terminal after {timeout}s: {counts}; notes: {list(notes)[:5]}\n"
+                f"payouts not confirmed: {[tuple(p.values()) for p in payouts][:80]}\nnonces: {nonces}"
+            )
         if on_tick:
             on_tick()
         time.sleep(0.5)

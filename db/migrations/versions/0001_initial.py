@@ -184,10 +184,11 @@ CREATE TABLE payouts (
     confirmations integer,
     mined_attempt_id bigint,
     cancel_requested_at timestamptz,
+    nonce_used_elsewhere_at bigint,
     alert text,
     created_at timestamptz NOT NULL DEFAULT now(),
     updated_at timestamptz NOT NULL DEFAULT now(),
-    CONSTRAINT ck_payouts_kind CHECK (kind IN ('withdrawal', 'topup', 'cancel')),
+    CONSTRAINT ck_payouts_kind CHECK (kind IN ('withdrawal', 'topup', 'approve')),
     CONSTRAINT ck_payouts_status CHECK (status IN (
         'PLANNED', 'SIGNED', 'BROADCASTED', 'INCLUDED', 'CONFIRMED', 'REVERTED', 'SUPERSEDED')),
     CONSTRAINT ck_payouts_value_non_negative CHECK (value >= 0)
