@@ -29,9 +29,7 @@ def contract_sources() -> list[Path]:
 def compile_contract(source_path: Path) -> dict[str, Any]:
     """Compile one Vyper file into the artifact dictionary that gets committed."""
     if COMPILER != EXPECTED_COMPILER:
-        raise RuntimeError(
-            f"artifacts must be built with {EXPECTED_COMPILER}, but {COMPILER} is installed"
-        )
+        raise RuntimeError(f"artifacts must be built with {EXPECTED_COMPILER}, but {COMPILER} is installed")
     output = vyper.compile_code(
         source_path.read_text(encoding="utf-8"),
         # A relative name keeps compiler messages independent of the checkout location.
@@ -60,8 +58,7 @@ def load_artifact(name: str) -> dict[str, Any]:
     path = artifact_path(name)
     if not path.is_file():
         raise FileNotFoundError(
-            f"no compiled artifact for contract {name!r} at {path}; "
-            "run `python -m jobs.contracts.build`"
+            f"no compiled artifact for contract {name!r} at {path}; run `python -m jobs.contracts.build`"
         )
     artifact: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     return artifact
