@@ -14,6 +14,7 @@ import logging
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -24,6 +25,7 @@ from app.registry import Asset, Chain
 from db.queries import query
 from db.states import WithdrawalStatus
 from db.withdrawals import transition
+from jobs.batchcontract import pay_native_data, pay_token_data
 from jobs.fees import Fees, suggest_fees
 from jobs.queue import enqueue
 from jobs.rpc import RpcClient
@@ -96,59 +98,155 @@ def balance_of_data(owner: str) -> str:
     return "0x70a08231" + "0" * 24 + owner[2:].lower()
 
 
+# Gas one more withdrawal adds to a batch, with headroom over what docs/gas.md measured.
+BATCH_ITEM_GAS = {"native": 12_000, "token": 32_000}
+# Smallest batch that costs less than single transfers (docs/gas.md): a batch costs about 36,000
+# gas plus 10,200 per native payment (21,000 each alone: 4 pay it back) and about 45,600 plus
+# 9,100 to 26,200 per token payment (34,000 to 51,000 each alone: 2 pay it back).
+MIN_BATCH = {"native": 4, "token": 2}
+
+
+async def existing_accounts(rpc: RpcClient, addresses: list[str]) -> set[str]:
+    """Recipients that are not empty (balance, nonce or code): paying an empty account costs the
+    25,000-gas new-account charge inside a contract call too, so batching it costs more."""
+    unique = sorted(set(addresses))
+    calls: list[tuple[str, list[Any]]] = []
+    for a in unique:
+        calls += [
+            ("eth_getBalance", [a, "latest"]),
+            ("eth_getTransactionCount", [a, "latest"]),
+            ("eth_getCode", [a, "latest"]),
+        ]
+    answers = await rpc.batch(calls)
+    found = set()
+    for i, a in enumerate(unique):
+        balance, nonce, code = answers[3 * i : 3 * i + 3]
+        if int(balance, 16) or int(nonce, 16) or code not in ("0x", "0x0", None):
+            found.add(a)
+    return found
+
+
+def batch_size(chain: Chain, asset: Asset, block_gas_limit: int) -> int:
+    per_item = BATCH_ITEM_GAS["native" if asset.is_native else "token"]
+    return max(1, min(chain.batch_max, int(block_gas_limit * chain.batch_gas_share) // per_item))
+
+
+def waiting_for_batch(chain: Chain, rows: list[dict[str, Any]]) -> set[str]:
+    """Assets whose ready withdrawals are too few for a full batch and young enough to wait."""
+    if chain.batch_contract is None or chain.batch_wait_seconds <= 0:
+        return set()
+    now = datetime.now(UTC)
+    by_asset: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        by_asset[r["asset"]].append(r)
+    return {
+        symbol
+        for symbol, items in by_asset.items()
+        if len(items) < chain.batch_max
+        and (now - min(i["created_at"] for i in items)).total_seconds() < chain.batch_wait_seconds
+    }
+
+
 async def plan(pool: AsyncConnectionPool, rpc: RpcClient, chain: Chain, *, max_in_flight: int) -> PlanResult:
     result = PlanResult()
     async with pool.connection() as conn, conn.transaction():
         await conn.execute(query("lock_plan"), {"chain": chain.name})
         cur = await conn.execute(query("validating_withdrawals"), {"chain": chain.name, "limit": PLAN_BATCH})
-        pending = await cur.fetchall()
+        pending: list[dict[str, Any]] = await cur.fetchall()  # type: ignore[assignment]
         if not pending:
             return result
         cur = await conn.execute(query("chain_hot_wallets"), {"chain": chain.name})
         wallets = [row["address"] for row in await cur.fetchall()]  # type: ignore[call-overload]
         if not wallets:
-            await note(conn, [r["id"] for r in pending], f"waiting: no hot wallet is registered on {chain.name}")  # type: ignore[call-overload]
+            await note(conn, [r["id"] for r in pending], f"waiting: no hot wallet is registered on {chain.name}")
             result.waiting = len(pending)
+            return result
+        hold = waiting_for_batch(chain, pending)
+        pending = [r for r in pending if r["asset"] not in hold]
+        if not pending:
             return result
         fees = await suggest_fees(rpc, chain)
         budgets = await read_budgets(conn, rpc, chain, wallets, fees)
+        existing: set[str] = set()
+        block_gas_limit = 30_000_000
+        if chain.batch_contract is not None:
+            native = [r["to_address"] for r in pending if r["asset"] == chain.native.symbol]
+            existing = await existing_accounts(rpc, native) if native else set()
+            latest = await rpc.get_block("latest")
+            block_gas_limit = int(latest["gasLimit"], 16) if latest else block_gas_limit
 
-        assigned: list[uuid.UUID] = []
+        def batchable(asset: Asset, recipient: str) -> bool:
+            return chain.batch_contract is not None and (not asset.is_native or recipient in existing)
+
+        groups: dict[tuple[str, str], list[tuple[dict[str, Any], int]]] = defaultdict(list)
+        singles: list[tuple[str, Asset, dict[str, Any], int]] = []
         waiting: dict[str, list[uuid.UUID]] = defaultdict(list)
         for row in pending:
-            asset = chain.asset(row["asset"])  # type: ignore[call-overload]
+            asset = chain.asset(row["asset"])
             if asset is None:
-                waiting[f"waiting: asset {row['asset']} is no longer in the registry"].append(row["id"])  # type: ignore[call-overload]
+                waiting[f"waiting: asset {row['asset']} is no longer in the registry"].append(row["id"])
                 continue
-            amount = int(row["amount"])  # type: ignore[call-overload]
+            amount = int(row["amount"])
             native_need = gas_reserve(asset, fees) + (amount if asset.is_native else 0)
             token_need = 0 if asset.is_native else amount
+            batch = batchable(asset, row["to_address"])
+            size = batch_size(chain, asset, block_gas_limit)
+
+            def new_transaction(
+                b: WalletBudget, batch: bool = batch, symbol: str = asset.symbol, size: int = size
+            ) -> int:
+                # A withdrawal that joins an open batch adds no transaction to the wallet's lane.
+                if not batch:
+                    return 1
+                return 1 if len(groups[(b.address, symbol)]) % size == 0 else 0
+
             candidates = [
-                b for b in budgets.values()
-                if b.in_flight < max_in_flight
+                b
+                for b in budgets.values()
+                if b.in_flight + new_transaction(b) <= max_in_flight
                 and b.available[chain.native.symbol] >= native_need
                 and (asset.is_native or b.available[asset.symbol] >= token_need)
             ]
             if not candidates:
-                waiting[shortfall_note(chain, asset, budgets, amount, max_in_flight)].append(row["id"])  # type: ignore[call-overload]
+                waiting[shortfall_note(chain, asset, budgets, amount, max_in_flight)].append(row["id"])
                 continue
             # Fewest transactions in flight first: wallets are parallel nonce lanes.
-            wallet = min(candidates, key=lambda b: (b.in_flight, -b.available[asset.symbol]))
+            wallet = min(candidates, key=lambda b: (b.in_flight + new_transaction(b), -b.available[asset.symbol]))
+            wallet.in_flight += new_transaction(wallet)
             wallet.available[chain.native.symbol] -= native_need
             if not asset.is_native:
                 wallet.available[asset.symbol] -= token_need
-            wallet.in_flight += 1
-            payout_id = await insert_payout(conn, chain, wallet.address, asset, row["to_address"], amount)  # type: ignore[call-overload]
-            await conn.execute(
-                query("insert_payout_item"),
-                {"payout_id": payout_id, "withdrawal_id": row["id"], "amount": amount},  # type: ignore[call-overload]
-            )
-            assigned.append(row["id"])  # type: ignore[call-overload]
+            if batch:
+                groups[(wallet.address, asset.symbol)].append((row, amount))
+            else:
+                singles.append((wallet.address, asset, row, amount))
             result.senders.add(wallet.address)
 
+        assigned: list[uuid.UUID] = []
+        for sender, asset, row, amount in singles:
+            await insert_payout(conn, chain, sender, asset, [(row, amount)])
+            assigned.append(row["id"])
+        for (sender, symbol), members in groups.items():
+            asset = chain.asset(symbol)
+            assert asset is not None
+            size = batch_size(chain, asset, block_gas_limit)
+            for start in range(0, len(members), size):
+                chunk = members[start : start + size]
+                if len(chunk) >= MIN_BATCH["native" if asset.is_native else "token"]:
+                    await insert_payout(conn, chain, sender, asset, chunk)
+                else:  # too few to pay the batch call's overhead back
+                    for member in chunk:
+                        await insert_payout(conn, chain, sender, asset, [member])
+            assigned += [row["id"] for row, _ in members]
+
         if assigned:
-            await transition(conn, assigned, WithdrawalStatus.VALIDATING, WithdrawalStatus.SIGNING,
-                             note="assigned to a hot wallet; waiting for its signature")
+            await transition(
+                conn,
+                assigned,
+                WithdrawalStatus.VALIDATING,
+                WithdrawalStatus.SIGNING,
+                note="assigned to a hot wallet; waiting for its signature",
+            )
         for text, ids in waiting.items():
             await note(conn, ids, text)
         for sender in sorted(result.senders):
@@ -160,22 +258,45 @@ async def plan(pool: AsyncConnectionPool, rpc: RpcClient, chain: Chain, *, max_i
     return result
 
 
-async def insert_payout(
-    conn: AsyncConnection, chain: Chain, sender: str, asset: Asset, recipient: str, amount: int
-) -> uuid.UUID:
-    if asset.is_native:
-        to, value, data = recipient, amount, b""
-    else:
+def payload_for(chain: Chain, asset: Asset, recipients: list[str], amounts: list[int]) -> tuple[str, int, bytes]:
+    """(to, value, data) of a transaction paying `amounts` to `recipients`: a plain transfer for
+    one, a call of our batch contract for several."""
+    if len(recipients) == 1:
+        if asset.is_native:
+            return recipients[0], amounts[0], b""
         assert asset.address is not None
-        to, value, data = asset.address, 0, erc20_transfer_data(recipient, amount)
+        return asset.address, 0, erc20_transfer_data(recipients[0], amounts[0])
+    assert chain.batch_contract is not None
+    if asset.is_native:
+        return chain.batch_contract, sum(amounts), pay_native_data(recipients, amounts)
+    assert asset.address is not None
+    return chain.batch_contract, 0, pay_token_data(asset.address, recipients, amounts)
+
+
+async def insert_payout(
+    conn: AsyncConnection, chain: Chain, sender: str, asset: Asset, members: list[tuple[dict[str, Any], int]]
+) -> uuid.UUID:
+    to, value, data = payload_for(chain, asset, [r["to_address"] for r, _ in members], [a for _, a in members])
     cur = await conn.execute(
         query("insert_payout"),
-        {"chain": chain.name, "sender": sender, "kind": "withdrawal", "asset": asset.symbol,
-         "to_address": to, "value": value, "data": data},
+        {
+            "chain": chain.name,
+            "sender": sender,
+            "kind": "withdrawal",
+            "asset": asset.symbol,
+            "to_address": to,
+            "value": value,
+            "data": data,
+        },
     )
     row = await cur.fetchone()
     assert row is not None
-    return row["id"]  # type: ignore[call-overload,no-any-return]
+    payout_id: uuid.UUID = row["id"]  # type: ignore[call-overload]
+    for r, amount in members:
+        await conn.execute(
+            query("insert_payout_item"), {"payout_id": payout_id, "withdrawal_id": r["id"], "amount": amount}
+        )
+    return payout_id
 
 
 def shortfall_note(chain: Chain, asset: Asset, budgets: dict[str, WalletBudget], amount: int, cap: int) -> str:

@@ -15,15 +15,17 @@ from typing import Any
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from app.registry import Chain
+from app.registry import Asset, Chain
 from db.queries import query
 from db.states import WithdrawalStatus
 from db.withdrawals import transition
 from jobs import context
+from jobs.batching import Member, find_culprits, lacking_allowance, members_of, plan_approval
 from jobs.fees import Fees, suggest_fees
 from jobs.keys import load_signer
-from jobs.retry import backoff
+from jobs.plan import payload_for
 from jobs.queue import enqueue, queue
+from jobs.retry import backoff
 from jobs.rpc import RpcClient, RpcError, RpcErrorKind, revert_reason
 from jobs.txbuild import NATIVE_TRANSFER_GAS, Payload, sign, tx_fields
 
@@ -47,12 +49,19 @@ def with_margin(estimate: int) -> int:
     return estimate + (estimate * GAS_MARGIN_PERCENT + 99) // 100
 
 
-async def simulate(rpc: RpcClient, sender: str, rows: list[dict[str, Any]]) -> tuple[list[Prepared], dict[uuid.UUID, str]]:
+async def simulate(
+    rpc: RpcClient, sender: str, rows: list[dict[str, Any]]
+) -> tuple[list[Prepared], dict[uuid.UUID, str]]:
     """eth_call and eth_estimateGas for each transaction; returns those that would succeed and
     the revert reasons of those that would not."""
     calls: list[tuple[str, list[Any]]] = []
     for row in rows:
-        tx = {"from": sender, "to": row["to_address"], "value": hex(int(row["value"])), "data": "0x" + bytes(row["data"]).hex()}
+        tx = {
+            "from": sender,
+            "to": row["to_address"],
+            "value": hex(int(row["value"])),
+            "data": "0x" + bytes(row["data"]).hex(),
+        }
         calls.append(("eth_call", [tx, "latest"]))
         calls.append(("eth_estimateGas", [tx]))
     results = await rpc.batch(calls, return_errors=True)
@@ -77,8 +86,45 @@ async def fail_planned(conn: AsyncConnection, payout_id: uuid.UUID, reason: str)
     cur = await conn.execute(query("live_withdrawals_of_payouts"), {"ids": [payout_id]})
     ids = [r["withdrawal_id"] for r in await cur.fetchall()]  # type: ignore[call-overload]
     await conn.execute(query("delete_planned_payout"), {"id": payout_id})
-    await transition(conn, ids, WithdrawalStatus.SIGNING, WithdrawalStatus.FAILED,
-                     note="the payment would revert", failure_code="simulation_reverted", failure_reason=reason)
+    await transition(
+        conn,
+        ids,
+        WithdrawalStatus.SIGNING,
+        WithdrawalStatus.FAILED,
+        note="the payment would revert",
+        failure_code="simulation_reverted",
+        failure_reason=reason,
+    )
+
+
+async def split_out(
+    conn: AsyncConnection, chain: Chain, row: dict[str, Any], members: list[Member], bad: dict[uuid.UUID, str]
+) -> None:
+    """Fail the withdrawals that make a batch revert and rebuild the batch without them."""
+    if not bad:
+        log.warning("batch %s reverts but no single withdrawal in it does; it is kept for another try", row["id"])
+        return
+    for withdrawal_id, reason in bad.items():
+        await conn.execute(query("drop_planned_member"), {"payout_id": row["id"], "withdrawal_id": withdrawal_id})
+        await transition(
+            conn,
+            [withdrawal_id],
+            WithdrawalStatus.SIGNING,
+            WithdrawalStatus.FAILED,
+            note="its payment would revert; the rest of its batch is paid",
+            failure_code="simulation_reverted",
+            failure_reason=reason,
+        )
+    rest = [m for m in members if m.withdrawal_id not in bad]
+    if not rest:
+        await conn.execute(query("delete_planned_payout"), {"id": row["id"]})
+        return
+    asset = chain.asset(row["asset"])
+    assert asset is not None
+    to, value, data = payload_for(chain, asset, [m.to for m in rest], [m.amount for m in rest])
+    await conn.execute(
+        query("rebuild_planned_payout"), {"id": row["id"], "to_address": to, "value": value, "data": data}
+    )
 
 
 async def lock_nonce(conn: AsyncConnection, chain: Chain, sender: str, chain_nonce: int) -> int:
@@ -91,8 +137,13 @@ async def lock_nonce(conn: AsyncConnection, chain: Chain, sender: str, chain_non
     if chain_nonce > ours:
         # The key was used outside this system: those nonces are gone. Our transactions that
         # held them are settled by the watcher (mined, or superseded and paid again).
-        log.warning("nonce drift on %s for %s: chain is at %d, we were at %d; skipping ahead",
-                    chain.name, sender, chain_nonce, ours)
+        log.warning(
+            "nonce drift on %s for %s: chain is at %d, we were at %d; skipping ahead",
+            chain.name,
+            sender,
+            chain_nonce,
+            ours,
+        )
         return chain_nonce
     return ours
 
@@ -106,7 +157,29 @@ async def sign_sender(pool: AsyncConnectionPool, rpc: RpcClient, chain: Chain, s
         wallet = await cur.fetchone()
     if not rows:
         return 0
+    async with pool.connection() as conn:
+        members = await members_of(conn, [r["id"] for r in rows])
+    # A token batch needs the batch contract approved first; it waits for the approval to be mined.
+    lacking = await lacking_allowance(rpc, chain, sender, rows, members)
+    if lacking:
+        async with pool.connection() as conn, conn.transaction():
+            for asset in {a.symbol: a for a in lacking.values()}.values():
+                if await plan_approval(conn, chain, sender, asset):
+                    await enqueue(conn, "sign", chain=chain.name, sender=sender)
+        rows = [r for r in rows if r["id"] not in lacking]
     prepared, reverted = await simulate(rpc, sender, rows)
+    # A batch that would revert: find the withdrawals that make it revert; fail only them.
+    culprits: dict[uuid.UUID, dict[uuid.UUID, str]] = {}
+    for row in rows:
+        if row["id"] in reverted and len(members.get(row["id"], [])) > 1:
+            asset = chain.asset(row["asset"])
+            assert asset is not None
+
+            def build(part: list[Member], asset: Asset = asset) -> tuple[str, int, bytes]:
+                return payload_for(chain, asset, [m.to for m in part], [m.amount for m in part])
+
+            culprits[row["id"]] = await find_culprits(rpc, sender, build, members[row["id"]])
+            del reverted[row["id"]]
     fees: Fees = await suggest_fees(rpc, chain)
     chain_nonce = await rpc.get_transaction_count(sender, "latest")
 
@@ -115,6 +188,11 @@ async def sign_sender(pool: AsyncConnectionPool, rpc: RpcClient, chain: Chain, s
         await conn.execute(query("lock_sender"), {"chain": chain.name, "sender": sender})
         for payout_id, reason in reverted.items():
             await fail_planned(conn, payout_id, reason)
+        for payout_id, bad in culprits.items():
+            row = next(r for r in rows if r["id"] == payout_id)
+            await split_out(conn, chain, row, members[payout_id], bad)
+        if culprits:
+            await enqueue(conn, "sign", chain=chain.name, sender=sender)  # the rest, simulated again
         nonce = await lock_nonce(conn, chain, sender, chain_nonce)
         account = load_signer(wallet["key_ref"] if wallet else None, address=sender)  # type: ignore[call-overload]
         payout_ids = []
@@ -122,14 +200,32 @@ async def sign_sender(pool: AsyncConnectionPool, rpc: RpcClient, chain: Chain, s
             cur = await conn.execute(query("lock_planned_payout"), {"id": p.payout_id})
             if await cur.fetchone() is None:
                 continue  # another signer got it first
-            tx = sign(account, tx_fields(chain_id=chain.chain_id, nonce=nonce, payload=p.payload,
-                                         gas=p.gas_limit, fee_fields=fees.tx_fields()))
-            await conn.execute(query("insert_attempt"), {
-                "payout_id": p.payout_id, "tx_hash": tx.tx_hash, "kind": "payout", "raw_tx": tx.raw,
-                "gas_limit": p.gas_limit, "max_fee_per_gas": fees.max_fee_per_gas,
-                "max_priority_fee_per_gas": fees.max_priority_fee_per_gas, "gas_price": fees.gas_price,
-            })
-            await conn.execute(query("mark_payout_signed"), {"id": p.payout_id, "nonce": nonce, "gas_limit": p.gas_limit})
+            tx = sign(
+                account,
+                tx_fields(
+                    chain_id=chain.chain_id,
+                    nonce=nonce,
+                    payload=p.payload,
+                    gas=p.gas_limit,
+                    fee_fields=fees.tx_fields(),
+                ),
+            )
+            await conn.execute(
+                query("insert_attempt"),
+                {
+                    "payout_id": p.payout_id,
+                    "tx_hash": tx.tx_hash,
+                    "kind": "payout",
+                    "raw_tx": tx.raw,
+                    "gas_limit": p.gas_limit,
+                    "max_fee_per_gas": fees.max_fee_per_gas,
+                    "max_priority_fee_per_gas": fees.max_priority_fee_per_gas,
+                    "gas_price": fees.gas_price,
+                },
+            )
+            await conn.execute(
+                query("mark_payout_signed"), {"id": p.payout_id, "nonce": nonce, "gas_limit": p.gas_limit}
+            )
             payout_ids.append(p.payout_id)
             nonce += 1
         del account
@@ -137,8 +233,9 @@ async def sign_sender(pool: AsyncConnectionPool, rpc: RpcClient, chain: Chain, s
             await conn.execute(query("set_nonce"), {"chain": chain.name, "address": sender, "next_nonce": nonce})
             cur = await conn.execute(query("live_withdrawals_of_payouts"), {"ids": payout_ids})
             ids = [r["withdrawal_id"] for r in await cur.fetchall()]  # type: ignore[call-overload]
-            await transition(conn, ids, WithdrawalStatus.SIGNING, WithdrawalStatus.SIGNED,
-                             note="signed; waiting to be broadcast")
+            await transition(
+                conn, ids, WithdrawalStatus.SIGNING, WithdrawalStatus.SIGNED, note="signed; waiting to be broadcast"
+            )
             await enqueue(conn, "broadcast", chain=chain.name, sender=sender)
         signed = len(payout_ids)
     return signed

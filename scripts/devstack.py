@@ -30,6 +30,7 @@ from app.registry import load_registry  # noqa: E402
 from app.settings import redact_dsn  # noqa: E402
 from db import clients, wallets  # noqa: E402
 from jobs import devchain  # noqa: E402
+from jobs.batchcontract import deploy_batch_contract  # noqa: E402
 
 # PAYOUTS_DEV_DIR moves everything the stack writes (tests run a second stack beside yours).
 DEV_DIR = Path(os.environ.get("PAYOUTS_DEV_DIR") or REPO_ROOT / ".dev").resolve()
@@ -46,6 +47,7 @@ def say(message: str) -> None:
 
 
 # --- database ---------------------------------------------------------------------------------
+
 
 def database() -> str:
     """DATABASE_URL when set; else an embedded Postgres; else the machine's local server."""
@@ -105,6 +107,7 @@ def register_wallets(url: str, chain: str, info: devchain.ChainInfo) -> None:
 
 # --- supervised processes -------------------------------------------------------------------
 
+
 @dataclass
 class Supervised:
     name: str
@@ -120,7 +123,11 @@ class Supervised:
     def start(self) -> None:
         log = (LOG_DIR / f"{self.name}.log").open("ab")
         self.proc = subprocess.Popen(
-            self.argv, cwd=REPO_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            self.argv,
+            cwd=REPO_ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C reaches us; we stop the children in order
         )
         log.close()
@@ -216,24 +223,34 @@ def main(argv: list[str] | None = None) -> int:
         expected = registry_chain.tokens["USDT"].address
         if info["tokens"]["USDT"] != expected:
             raise SystemExit(f"[dev] USDT deployed at {info['tokens']['USDT']}, chains.toml says {expected}")
+        batch = deploy_batch_contract(rpc_url, devchain.dev_account(devchain.DEPLOYER_INDEX).key)
+        if batch != registry_chain.batch_contract:
+            raise SystemExit(f"[dev] batch contract at {batch}, chains.toml says {registry_chain.batch_contract}")
         register_wallets(url, chain_name, info)
-        state["chains"] = [{
-            "name": chain_name,
-            "chain_id": info["chain_id"],
-            "rpc_url": rpc_url,
-            "native": registry_chain.native.symbol,
-            "tokens": info["tokens"],
-            "main_account": info["main_account"],
-            "hot_wallets": info["hot_wallets"],
-        }]
+        state["chains"] = [
+            {
+                "name": chain_name,
+                "chain_id": info["chain_id"],
+                "rpc_url": rpc_url,
+                "native": registry_chain.native.symbol,
+                "tokens": info["tokens"],
+                "batch_contract": batch,
+                "main_account": info["main_account"],
+                "hot_wallets": info["hot_wallets"],
+            }
+        ]
 
     chain = Supervised(
-        name="chain", kind="chain",
+        name="chain",
+        kind="chain",
         argv=devchain.anvil_argv(
-            port=args.chain_port, chain_id=registry_chain.chain_id, block_time=args.block_time,
+            port=args.chain_port,
+            chain_id=registry_chain.chain_id,
+            block_time=args.block_time,
             state_path=DEV_DIR / "anvil-state.json",
         ),
-        env=dict(os.environ), after_start=chain_started,
+        env=dict(os.environ),
+        after_start=chain_started,
     )
     service_env = os.environ | {
         "DATABASE_URL": url,
@@ -242,9 +259,23 @@ def main(argv: list[str] | None = None) -> int:
         "PYTHONUNBUFFERED": "1",
     }
     api = Supervised(
-        name="api", kind="api",
-        argv=[sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1",
-              "--port", str(args.api_port), "--loop", "uvloop", "--http", "httptools", "--no-access-log"],
+        name="api",
+        kind="api",
+        argv=[
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "app.main:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(args.api_port),
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--no-access-log",
+        ],
         env=service_env,
     )
     workers = [
@@ -277,18 +308,21 @@ def main(argv: list[str] | None = None) -> int:
         write_stack(state, procs)
         key = state["api_key"]
         say("up. Ctrl-C stops everything.")
-        print(f"""
-  API        {state['api_url']}   (docs: {state['api_url']}/docs)
+        print(
+            f"""
+  API        {state["api_url"]}   (docs: {state["api_url"]}/docs)
   API key    {key}
-  chain      {rpc_url}  (chain id {registry_chain.chain_id}, USDT {state['chains'][0]['tokens']['USDT']})
+  chain      {rpc_url}  (chain id {registry_chain.chain_id}, USDT {state["chains"][0]["tokens"]["USDT"]})
   logs       {LOG_DIR}
   state      {STACK_FILE}
 
-  curl -s -X POST {state['api_url']}/v1/withdrawals \\
+  curl -s -X POST {state["api_url"]}/v1/withdrawals \\
     -H "Authorization: Bearer {key}" -H "Idempotency-Key: $(uuidgen || date +%s%N)" \\
     -H "Content-Type: application/json" \\
     -d '{{"chain": "localhost", "asset": "USDT", "to": "0x976EA74026E726554dB657fA54763abd0C3a0aa9", "amount": "12.5"}}'
-""", flush=True)
+""",
+            flush=True,
+        )
         while not stopping:
             time.sleep(0.5)
             changed = False
@@ -300,10 +334,13 @@ def main(argv: list[str] | None = None) -> int:
                 if p.next_start == 0.0:
                     # Quick crashes back off (1, 2, 4 ... 30 s); a long healthy run resets that.
                     uptime = now - p.started_at
-                    delay = 0.0 if uptime > 60 else min(2.0 ** p.restarts, RESTART_BACKOFF_MAX_SECONDS)
+                    delay = 0.0 if uptime > 60 else min(2.0**p.restarts, RESTART_BACKOFF_MAX_SECONDS)
                     p.restarts = 0 if uptime > 60 else p.restarts + 1
                     p.next_start = now + delay
-                    say(f"{p.name} exited with {p.proc.returncode}; restarting in {delay:.0f}s (log: {LOG_DIR / (p.name + '.log')})")
+                    say(
+                        f"{p.name} exited with {p.proc.returncode}; restarting in {delay:.0f}s "
+                        f"(log: {LOG_DIR / (p.name + '.log')})"
+                    )
                 if now >= p.next_start:
                     p.next_start = 0.0
                     p.start()

@@ -168,7 +168,7 @@ SELECT DISTINCT sender FROM payouts WHERE chain = %(chain)s AND status = %(statu
 
 -- name: planned_payouts
 -- Transactions of a sender waiting for a nonce and a signature, oldest first.
-SELECT id, asset, to_address, value, data FROM payouts
+SELECT id, kind, asset, to_address, value, data FROM payouts
 WHERE chain = %(chain)s AND sender = %(sender)s AND status = 'PLANNED'
 ORDER BY created_at
 LIMIT %(limit)s;
@@ -387,3 +387,28 @@ FROM procrastinate_jobs j
 LEFT JOIN procrastinate_workers w ON w.id = j.worker_id
 GROUP BY j.queue_name, j.status
 ORDER BY j.queue_name, j.status;
+
+-- name: payout_members
+-- The withdrawals a transaction pays, in the order its calldata lists them.
+SELECT i.payout_id, i.withdrawal_id, i.amount, w.to_address
+FROM payout_items i JOIN withdrawals w ON w.id = i.withdrawal_id
+WHERE i.payout_id = ANY(%(ids)s::uuid[]) AND i.live
+ORDER BY w.created_at, w.id;
+
+-- name: drop_planned_member
+-- Take a withdrawal out of a transaction that has no nonce yet (its batch would revert with it).
+DELETE FROM payout_items i USING payouts p
+WHERE i.payout_id = %(payout_id)s AND i.withdrawal_id = %(withdrawal_id)s
+  AND p.id = i.payout_id AND p.status = 'PLANNED';
+
+-- name: rebuild_planned_payout
+-- New calldata for a transaction without a nonce after members were taken out.
+UPDATE payouts SET to_address = %(to_address)s, value = %(value)s, data = %(data)s, updated_at = now()
+WHERE id = %(id)s AND status = 'PLANNED';
+
+-- name: approval_in_flight
+-- Whether a token approval of a sender is on its way (then no second one is made).
+SELECT EXISTS (
+    SELECT 1 FROM payouts WHERE chain = %(chain)s AND sender = %(sender)s AND asset = %(asset)s
+    AND kind = 'approve' AND status IN ('PLANNED', 'SIGNED', 'BROADCASTED', 'INCLUDED')
+) AS pending;

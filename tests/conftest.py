@@ -6,6 +6,7 @@ TEST_DATABASE_URL points at a Postgres server where the tests may create databas
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -91,17 +92,29 @@ def wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 20) 
     raise RuntimeError(f"server did not answer {url} in {timeout}s:\n{log.read_text()[-3000:]}")
 
 
-@pytest.fixture(scope="session")
-def api(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+@contextlib.contextmanager
+def run_api(database_url: str, log: Path, extra_env: dict[str, str] | None = None) -> Iterator[Api]:
     """The API served by uvicorn in its own process, as in production."""
     port = free_port()
-    log = tmp_path_factory.mktemp("api") / "api.log"
-    env = os.environ | {"DATABASE_URL": database_url, "PAYOUTS_ENV": "development"}
+    env = os.environ | {"DATABASE_URL": database_url, "PAYOUTS_ENV": "development"} | (extra_env or {})
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port),
-             "--log-level", "warning"],
-            cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "app.main:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+            ],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     try:
         wait_http(f"http://127.0.0.1:{port}/healthz", proc, log)
@@ -112,6 +125,12 @@ def api(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         text = log.read_text()
         # A 500 is a bug whatever the test checked: surface the traceback.
         assert "Traceback" not in text, f"the API logged an error:\n{text[-5000:]}"
+
+
+@pytest.fixture(scope="session")
+def api(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    with run_api(database_url, tmp_path_factory.mktemp("api") / "api.log") as running:
+        yield running
 
 
 def make_client(conn: psycopg.Connection, name: str) -> tuple[uuid.UUID, str]:

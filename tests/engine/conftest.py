@@ -15,9 +15,11 @@ import httpx
 import psycopg
 import pytest
 from eth_account import Account
+from web3 import Web3
 
 from db import wallets
 from jobs import devchain
+from jobs.batchcontract import approve_data, batch_contract_address, deploy_batch_contract
 from tests.conftest import REPO_ROOT, Api, free_port, make_client
 
 TERMINAL = {"CONFIRMED", "FAILED", "CANCELED"}
@@ -31,8 +33,9 @@ class Chain:
     log: Path
 
     def rpc(self, method: str, params: list | None = None):  # type: ignore[no-untyped-def]
-        reply = httpx.post(self.rpc_url, json={"jsonrpc": "2.0", "id": 1, "method": method, "params": params or []},
-                           timeout=30).json()
+        reply = httpx.post(
+            self.rpc_url, json={"jsonrpc": "2.0", "id": 1, "method": method, "params": params or []}, timeout=30
+        ).json()
         if "error" in reply:
             raise RuntimeError(f"{method}: {reply['error']}")
         return reply["result"]
@@ -48,12 +51,47 @@ class Chain:
         return self.info["tokens"]["USDT"]
 
 
-def start_chain(tmp_path: Path, *, block_time: float = 1.0, extra_args: tuple[str, ...] = ()) -> Chain:
+def approve_batch_contract(rpc_url: str, chain_id: int, token: str) -> None:
+    """What an operator does once per hot wallet and token (the engine does it too when needed):
+    tests that pause mining need it done before they start."""
+    w3 = Web3(Web3.HTTPProvider(rpc_url))
+    for index in devchain.HOT_WALLET_INDEXES:
+        account = devchain.dev_account(index)
+        signed = Account.sign_transaction(
+            {
+                "chainId": chain_id,
+                "nonce": w3.eth.get_transaction_count(account.address),
+                "to": token,
+                "data": approve_data(batch_contract_address(), 2**256 - 1),
+                "value": 0,
+                "gas": 100_000,
+                "maxFeePerGas": 100 * 10**9,
+                "maxPriorityFeePerGas": 10**9,
+            },
+            account.key,
+        )
+        receipt = w3.eth.wait_for_transaction_receipt(w3.eth.send_raw_transaction(signed.raw_transaction), timeout=30)
+        assert receipt["status"] == 1
+
+
+def start_chain(
+    tmp_path: Path,
+    *,
+    chain_id: int = 31337,
+    block_time: float = 1.0,
+    extra_args: tuple[str, ...] = (),
+    approve: bool = True,
+) -> Chain:
     port = free_port()
     log = tmp_path / "anvil.log"
-    proc = devchain.start_anvil(port=port, block_time=block_time, log_path=log, extra_args=extra_args)
+    proc = devchain.start_anvil(
+        port=port, chain_id=chain_id, block_time=block_time, log_path=log, extra_args=extra_args
+    )
     rpc_url = f"http://127.0.0.1:{port}"
     info = devchain.bootstrap_chain(rpc_url)
+    deploy_batch_contract(rpc_url, devchain.dev_account(devchain.DEPLOYER_INDEX).key)
+    if approve:
+        approve_batch_contract(rpc_url, chain_id, info["tokens"]["USDT"])
     return Chain(rpc_url=rpc_url, process=proc, info=info, log=log)
 
 
@@ -68,7 +106,9 @@ def chain(tmp_path: Path) -> Iterator[Chain]:
 def hot_wallets(db: psycopg.Connection, chain: Chain) -> list[str]:
     for index, address in zip(devchain.HOT_WALLET_INDEXES, chain.info["hot_wallets"], strict=True):
         wallets.upsert_wallet(db, "localhost", address, "hot", f"dev-mnemonic:{index}")
-    wallets.upsert_wallet(db, "localhost", chain.info["main_account"], "main", f"dev-mnemonic:{devchain.MAIN_ACCOUNT_INDEX}")
+    wallets.upsert_wallet(
+        db, "localhost", chain.info["main_account"], "main", f"dev-mnemonic:{devchain.MAIN_ACCOUNT_INDEX}"
+    )
     return chain.info["hot_wallets"]
 
 
@@ -83,10 +123,15 @@ class Workers:
         for _ in range(count):
             self.started += 1
             log = (self.log_dir / f"worker-{self.started}.log").open("wb")
-            self.procs.append(subprocess.Popen(
-                [sys.executable, "-m", "jobs.worker", "--concurrency", str(concurrency)],
-                cwd=REPO_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-            ))
+            self.procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "jobs.worker", "--concurrency", str(concurrency)],
+                    cwd=REPO_ROOT,
+                    env=self.env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
             log.close()
 
     def alive(self) -> list[subprocess.Popen]:
@@ -130,20 +175,24 @@ def new_recipient() -> str:
     return Account.create().address
 
 
-def submit(api: Api, key: str, items: list[tuple[str, str, str]]) -> list[str]:
+def submit(api: Api, key: str, items: list[tuple[str, str, str]], chain: str = "localhost") -> list[str]:
     """Create withdrawals (asset, to, amount); returns their ids."""
     ids = []
     with api.client(key) as http:
         for n, (asset, to, amount) in enumerate(items):
-            r = http.post("/v1/withdrawals", headers={"Idempotency-Key": f"{time.time_ns()}-{n}"},
-                          json={"chain": "localhost", "asset": asset, "to": to, "amount": amount})
+            r = http.post(
+                "/v1/withdrawals",
+                headers={"Idempotency-Key": f"{time.time_ns()}-{n}"},
+                json={"chain": chain, "asset": asset, "to": to, "amount": amount},
+            )
             assert r.status_code == 201, r.text
             ids.append(r.json()["id"])
     return ids
 
 
-def wait_terminal(db: psycopg.Connection, ids: list[str], timeout: float,
-                  on_tick: Callable[[], None] | None = None) -> dict[str, dict]:
+def wait_terminal(
+    db: psycopg.Connection, ids: list[str], timeout: float, on_tick: Callable[[], None] | None = None
+) -> dict[str, dict]:
     deadline = time.monotonic() + timeout
     while True:
         rows = db.execute("SELECT * FROM withdrawals_with_tx WHERE id = ANY(%s::uuid[])", (ids,)).fetchall()

@@ -46,7 +46,8 @@ def wait_statuses(db: psycopg.Connection, ids: list[str], wanted: set[str], time
 def mixed_orders(n: int, seed: int) -> list[tuple[str, str, str]]:
     rng = random.Random(seed)
     return [
-        ("USDT", new_recipient(), f"{rng.randint(1, 900)}.{rng.randint(0, 99):02d}") if i % 2
+        ("USDT", new_recipient(), f"{rng.randint(1, 900)}.{rng.randint(0, 99):02d}")
+        if i % 2
         else ("ETH", new_recipient(), f"0.{rng.randint(1, 99999):05d}")
         for i in range(n)
     ]
@@ -60,8 +61,8 @@ def assert_paid_exactly_once(db: psycopg.Connection, chain: Chain, orders, ids, 
     # Money rule 2 in the database: at most one live transaction per withdrawal, and one live
     # transaction per (sender, nonce).
     dupes = db.execute(
-        "SELECT sender, nonce, count(*) FROM payouts WHERE status <> 'SUPERSEDED' AND nonce IS NOT NULL "
-        "GROUP BY 1, 2 HAVING count(*) > 1"
+        "SELECT chain, sender, nonce, count(*) FROM payouts WHERE status <> 'SUPERSEDED' AND nonce IS NOT NULL "
+        "GROUP BY 1, 2, 3 HAVING count(*) > 1"
     ).fetchall()
     assert not dupes
 
@@ -80,7 +81,8 @@ def chains_file(tmp_path: Path, **localhost: object) -> Path:
 def tx_hashes(db: psycopg.Connection, ids: list[str]) -> list[str]:
     rows = db.execute(
         "SELECT a.tx_hash FROM tx_attempts a JOIN payout_items i ON i.payout_id = a.payout_id "
-        "WHERE i.withdrawal_id = ANY(%s::uuid[])", (ids,)
+        "WHERE i.withdrawal_id = ANY(%s::uuid[])",
+        (ids,),
     ).fetchall()
     return [r["tx_hash"] for r in rows]
 
@@ -180,7 +182,12 @@ def test_base_fee_spike_is_outbid_by_replacements(
 
 
 def test_fee_cap_blocks_the_bump_alerts_and_keeps_the_transaction(
-    api: Api, db: psycopg.Connection, chain: Chain, hot_wallets: list[str], workers: Workers, client_key: str,
+    api: Api,
+    db: psycopg.Connection,
+    chain: Chain,
+    hot_wallets: list[str],
+    workers: Workers,
+    client_key: str,
     tmp_path: Path,
 ) -> None:
     workers.env["PAYOUTS_CHAINS_FILE"] = str(chains_file(tmp_path, max_fee_per_gas_gwei="20"))
@@ -210,7 +217,12 @@ def test_fee_cap_blocks_the_bump_alerts_and_keeps_the_transaction(
 
 
 def test_reorg_after_inclusion_is_followed(
-    api: Api, db: psycopg.Connection, chain: Chain, hot_wallets: list[str], workers: Workers, client_key: str,
+    api: Api,
+    db: psycopg.Connection,
+    chain: Chain,
+    hot_wallets: list[str],
+    workers: Workers,
+    client_key: str,
     tmp_path: Path,
 ) -> None:
     workers.env["PAYOUTS_CHAINS_FILE"] = str(chains_file(tmp_path, confirmations=8))
@@ -245,7 +257,7 @@ def test_two_workers_compete_for_one_wallet(
     final = wait_terminal(db, ids, timeout=120)
     assert {r["status"] for r in final.values()} == {"CONFIRMED"}
     nonces = [r["nonce"] for r in db.execute("SELECT nonce FROM payouts ORDER BY nonce").fetchall()]
-    assert nonces == list(range(len(ids)))
+    assert nonces == list(range(nonces[0], nonces[0] + len(nonces)))
     assert_paid_exactly_once(db, chain, orders, ids, final)
 
 
@@ -260,11 +272,20 @@ def test_a_nonce_used_outside_the_system(
     orders = [("ETH", new_recipient(), "0.5") for _ in range(4)]
     ids = submit(api, client_key, orders)
     wait_statuses(db, ids, {"BROADCASTED"})
-    # Someone with the key sends their own transaction at nonce 0, outbidding ours.
-    outsider = Account.sign_transaction({
-        "chainId": 31337, "nonce": 0, "to": new_recipient(), "value": 1, "gas": 21000,
-        "maxFeePerGas": 500 * GWEI, "maxPriorityFeePerGas": 50 * GWEI,
-    }, key.key)
+    # Someone with the key sends their own transaction at our first pending nonce, outbidding ours.
+    first_pending = int(chain.rpc("eth_getTransactionCount", [key.address, "latest"]), 16)
+    outsider = Account.sign_transaction(
+        {
+            "chainId": 31337,
+            "nonce": first_pending,
+            "to": new_recipient(),
+            "value": 1,
+            "gas": 21000,
+            "maxFeePerGas": 500 * GWEI,
+            "maxPriorityFeePerGas": 50 * GWEI,
+        },
+        key.key,
+    )
     chain.rpc("eth_sendRawTransaction", ["0x" + bytes(outsider.raw_transaction).hex()])
     resume_mining(chain)
     final = wait_terminal(db, ids, timeout=120)
@@ -277,10 +298,18 @@ def test_a_nonce_used_outside_the_system(
 
     # The key used again while nothing is in flight: the lane skips the used nonce.
     chain_nonce = int(chain.rpc("eth_getTransactionCount", [key.address, "latest"]), 16)
-    again = Account.sign_transaction({
-        "chainId": 31337, "nonce": chain_nonce, "to": new_recipient(), "value": 1, "gas": 21000,
-        "maxFeePerGas": 500 * GWEI, "maxPriorityFeePerGas": 2 * GWEI,
-    }, key.key)
+    again = Account.sign_transaction(
+        {
+            "chainId": 31337,
+            "nonce": chain_nonce,
+            "to": new_recipient(),
+            "value": 1,
+            "gas": 21000,
+            "maxFeePerGas": 500 * GWEI,
+            "maxPriorityFeePerGas": 2 * GWEI,
+        },
+        key.key,
+    )
     chain.rpc("eth_sendRawTransaction", ["0x" + bytes(again.raw_transaction).hex()])
     time.sleep(2.5)
     more = [("ETH", new_recipient(), "0.25") for _ in range(3)]
@@ -369,6 +398,10 @@ def test_a_transaction_that_reverts_on_chain(
     final = wait_terminal(db, ids, timeout=60)
     assert final[ids[0]]["status"] == "CONFIRMED"
     assert_paid_exactly_once(db, chain, orders, ids, final)
-    path = [r["to_status"] for r in db.execute(
-        "SELECT to_status::text FROM withdrawal_events WHERE withdrawal_id = %s ORDER BY id", (ids[0],)).fetchall()]
+    path = [
+        r["to_status"]
+        for r in db.execute(
+            "SELECT to_status::text FROM withdrawal_events WHERE withdrawal_id = %s ORDER BY id", (ids[0],)
+        ).fetchall()
+    ]
     assert path.count("VALIDATING") == 2 and path[-1] == "CONFIRMED"

@@ -1,0 +1,112 @@
+"""Batch payouts: many withdrawals per transaction, a bad recipient isolated, three chains at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from db import wallets
+from jobs import devchain
+from jobs.batchcontract import batch_contract_address
+from tests.conftest import Api, run_api
+from tests.engine.conftest import Chain, Workers, new_recipient, start_chain, submit, wait_terminal
+from tests.engine.test_faults import assert_paid_exactly_once, mixed_orders
+
+pytestmark = pytest.mark.chain
+
+
+def test_a_bad_recipient_fails_alone_and_the_batch_pays_the_rest(
+    api: Api, db: psycopg.Connection, chain: Chain, workers: Workers, client_key: str
+) -> None:
+    index = devchain.HOT_WALLET_INDEXES[0]
+    wallets.upsert_wallet(db, "localhost", devchain.dev_account(index).address, "hot", f"dev-mnemonic:{index}")
+    # Recipients that already hold ETH, so native payments are batched too.
+    good = [new_recipient() for _ in range(9)]
+    for address in good:
+        chain.rpc("anvil_setBalance", [address, hex(10**15)])
+    # A contract without a payable fallback rejects ETH: paying it reverts the whole batch call.
+    rejecting = batch_contract_address()
+    orders = [("ETH", a, "0.1") for a in good[:5]] + [("ETH", rejecting, "0.1")] + [("ETH", a, "0.1") for a in good[5:]]
+    workers.start(1)
+    ids = submit(api, client_key, orders)
+    final = wait_terminal(db, ids, timeout=90)
+    bad = final[ids[5]]
+    assert bad["status"] == "FAILED" and bad["failure_code"] == "simulation_reverted", bad
+    assert bad["failure_reason"]
+    others = [final[i] for i in ids if i != ids[5]]
+    assert {r["status"] for r in others} == {"CONFIRMED"}
+    for address in good:
+        assert chain.balance(address) == 10**15 + 10**17
+    transactions = db.execute("SELECT count(*) AS n FROM payouts WHERE kind = 'withdrawal'").fetchone()["n"]
+    assert transactions < len(others)
+
+
+def chains_toml(chains: dict[str, tuple[int, Chain, str]]) -> str:
+    out = []
+    for name, (chain_id, c, fee_model) in chains.items():
+        native = {"polygon": "POL", "bsc": "BNB"}.get(name, "ETH")
+        out.append(f"""
+[chains.{name}]
+chain_id = {chain_id}
+enabled = true
+rpc_urls = ["{c.rpc_url}"]
+confirmations = 2
+block_time_seconds = 1
+fee_model = "{fee_model}"
+max_fee_per_gas_gwei = "1000"
+max_priority_fee_per_gas_gwei = "100"
+batch_contract = "{batch_contract_address()}"
+native = {{ symbol = "{native}", decimals = 18, min = "0.000001", max = "1000" }}
+tokens.USDT = {{ address = "{c.usdt}", decimals = 6, min = "0.01", max = "1000000" }}
+""")
+    return "".join(out)
+
+
+def test_500_withdrawals_on_three_chains_at_once(
+    database_url: str, db: psycopg.Connection, workers: Workers, client_key: str, tmp_path: Path
+) -> None:
+    specs = {"polygon": (137, "eip1559"), "bsc": (56, "legacy"), "arbitrum": (42161, "eip1559")}
+    chains: dict[str, tuple[int, Chain, str]] = {}
+    try:
+        for name, (chain_id, fee_model) in specs.items():
+            folder = tmp_path / name
+            folder.mkdir()
+            chains[name] = (chain_id, start_chain(folder, chain_id=chain_id, approve=False), fee_model)
+        registry = tmp_path / "chains.toml"
+        registry.write_text(chains_toml(chains))
+        for name, (_, c, _) in chains.items():
+            for index, address in zip(devchain.HOT_WALLET_INDEXES, c.info["hot_wallets"], strict=True):
+                wallets.upsert_wallet(db, name, address, "hot", f"dev-mnemonic:{index}")
+        env = {"PAYOUTS_CHAINS_FILE": str(registry)}
+        workers.env |= env
+        workers.env.pop("PAYOUTS_ENABLED_CHAINS", None)
+        workers.start(2)
+        with run_api(database_url, tmp_path / "api.log", env) as api:
+            plans: dict[str, list[tuple[str, str, str]]] = {}
+            ids: dict[str, list[str]] = {}
+            for n, name in enumerate(chains):
+                count = 167 if n < 2 else 166
+                orders = mixed_orders(count, seed=20 + n)
+                native = {"polygon": "POL", "bsc": "BNB"}.get(name, "ETH")
+                plans[name] = orders
+                ids[name] = submit(
+                    api, client_key, [(native if a == "ETH" else a, to, amt) for a, to, amt in orders], chain=name
+                )
+            everything = [i for chain_ids in ids.values() for i in chain_ids]
+            assert len(everything) == 500
+            final = wait_terminal(db, everything, timeout=300)
+        assert {r["status"] for r in final.values()} == {"CONFIRMED"}
+        for name, (_, c, _) in chains.items():
+            assert_paid_exactly_once(db, c, plans[name], ids[name], final)
+        transactions = db.execute("SELECT count(*) AS n FROM payouts WHERE kind = 'withdrawal'").fetchone()["n"]
+        assert transactions < 500
+        legacy = db.execute(
+            "SELECT count(*) AS n FROM tx_attempts a JOIN payouts p ON p.id = a.payout_id "
+            "WHERE p.chain = 'bsc' AND (a.gas_price IS NULL OR a.max_fee_per_gas IS NOT NULL)"
+        ).fetchone()["n"]
+        assert legacy == 0
+    finally:
+        for _, c, _ in chains.values():
+            devchain.stop_process(c.process)
