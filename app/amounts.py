@@ -31,9 +31,7 @@ def parse_units(text: str, decimals: int) -> int:
     whole, fraction = match.group(1), match.group(2) or ""
     fraction = fraction.rstrip("0")
     if len(fraction) > decimals:
-        raise AmountError(
-            "amount_too_precise", f"amount has more than {decimals} decimal places for this asset"
-        )
+        raise AmountError("amount_too_precise", f"amount has more than {decimals} decimal places for this asset")
     units = int(whole) * 10**decimals + (int(fraction.ljust(decimals, "0")) if fraction else 0)
     if units > UINT256_MAX:
         raise AmountError("amount_too_large", "amount does not fit in 256 bits of base units")

@@ -23,16 +23,17 @@ class Client:
 async def require_client(request: Request) -> Client:
     header = request.headers.get("authorization")
     if header is None:
-        raise ApiError(401, "unauthenticated", "send your API key as 'Authorization: Bearer <key>'",
-                       headers=_UNAUTHORIZED_HEADERS)
+        raise ApiError(
+            401, "unauthenticated", "send your API key as 'Authorization: Bearer <key>'", headers=_UNAUTHORIZED_HEADERS
+        )
     scheme, _, key = header.partition(" ")
     key = key.strip()
     if scheme.lower() != "bearer" or not key or len(key) > MAX_KEY_LENGTH:
-        raise ApiError(401, "unauthenticated", "send your API key as 'Authorization: Bearer <key>'",
-                       headers=_UNAUTHORIZED_HEADERS)
+        raise ApiError(
+            401, "unauthenticated", "send your API key as 'Authorization: Bearer <key>'", headers=_UNAUTHORIZED_HEADERS
+        )
     async with request.app.state.pool.connection() as conn:
         row = await authenticate(conn, key)
     if row is None:
-        raise ApiError(401, "invalid_api_key", "the API key is unknown or revoked",
-                       headers=_UNAUTHORIZED_HEADERS)
+        raise ApiError(401, "invalid_api_key", "the API key is unknown or revoked", headers=_UNAUTHORIZED_HEADERS)
     return Client(id=row["client_id"], name=row["client_name"])

@@ -1,14 +1,14 @@
 """Operator commands: `payouts <command>` (DATABASE_URL from the environment).
 
-  payouts migrate                              apply database migrations
-  payouts clients create NAME                  new API client; prints its first key once
-  payouts keys create NAME                     another key for a client; printed once
-  payouts keys revoke NAME                     revoke every key of a client
-  payouts wallets add CHAIN ADDRESS --role hot|main [--key-ref REF]
-  payouts wallets list
-  payouts jobs failed [--limit N]              dead letters: jobs that failed their last try
-  payouts jobs retry ID                        queue a failed job again
-  payouts jobs stats                           jobs per queue and status
+payouts migrate                              apply database migrations
+payouts clients create NAME                  new API client; prints its first key once
+payouts keys create NAME                     another key for a client; printed once
+payouts keys revoke NAME                     revoke every key of a client
+payouts wallets add CHAIN ADDRESS --role hot|main [--key-ref REF]
+payouts wallets list
+payouts jobs failed [--limit N]              dead letters: jobs that failed their last try
+payouts jobs retry ID                        queue a failed job again
+payouts jobs stats                           jobs per queue and status
 """
 
 from __future__ import annotations
@@ -54,9 +54,7 @@ def connect(settings: Settings) -> psycopg.Connection[Any]:  # rows are dicts (d
 def cmd_clients_create(settings: Settings, args: argparse.Namespace) -> None:
     with connect(settings) as conn:
         if clients.find_client(conn, args.name) is not None:
-            raise CommandError(
-                f"a client named {args.name!r} exists; use `payouts keys create {args.name}`"
-            )
+            raise CommandError(f"a client named {args.name!r} exists; use `payouts keys create {args.name}`")
         client_id = clients.create_client(conn, args.name)
         key = clients.create_key(conn, client_id)
     print(f"client {args.name} ({client_id})", file=sys.stderr)
@@ -140,11 +138,16 @@ def cmd_jobs_failed(settings: Settings, args: argparse.Namespace) -> None:
         return
     print(f"{'id':>8}  {'queue':<10} {'task':<10} {'attempts':>8}  {'failed at (UTC)':<25} args")
     for r in rows:
-        print(f"{r['id']:>8}  {r['queue_name']:<10} {r['task_name']:<10} {r['attempts']:>8}  "
-              f"{utc(r['failed_at']):<25} {json.dumps(r['args'], sort_keys=True)}")
+        print(
+            f"{r['id']:>8}  {r['queue_name']:<10} {r['task_name']:<10} {r['attempts']:>8}  "
+            f"{utc(r['failed_at']):<25} {json.dumps(r['args'], sort_keys=True)}"
+        )
     example = f"{rows[0]['task_name']}[{rows[0]['id']}]"
-    print("the error of each job is in the worker log (procrastinate does not store it): "
-          f"search for '<task>[<id>]', e.g. '{example}'", file=sys.stderr)
+    print(
+        "the error of each job is in the worker log (procrastinate does not store it): "
+        f"search for '<task>[<id>]', e.g. '{example}'",
+        file=sys.stderr,
+    )
 
 
 def cmd_jobs_retry(settings: Settings, args: argparse.Namespace) -> None:
@@ -154,14 +157,11 @@ def cmd_jobs_retry(settings: Settings, args: argparse.Namespace) -> None:
             raise CommandError(f"no job with id {args.id}")
         if job["status"] != "failed":
             raise CommandError(
-                f"job {args.id} ({job['task_name']}) is {job['status']}, not failed; "
-                "only failed jobs are retried"
+                f"job {args.id} ({job['task_name']}) is {job['status']}, not failed; only failed jobs are retried"
             )
         lock = job["queueing_lock"]
         if lock is not None:
-            waiting = conn.execute(
-                query("jobs_waiting_with_queueing_lock"), {"queueing_lock": lock}
-            ).fetchone()
+            waiting = conn.execute(query("jobs_waiting_with_queueing_lock"), {"queueing_lock": lock}).fetchone()
             if waiting is not None:
                 raise CommandError(
                     f"job {args.id} was not queued again: job {waiting['id']} with the same "
@@ -190,8 +190,11 @@ def cmd_jobs_stats(settings: Settings, args: argparse.Namespace) -> None:
         cells = "".join(f"{counts[queue_name].get(s, 0):>11}" for s in JOB_STATUSES)
         print(f"{queue_name:<10}{cells}{stalled[queue_name]:>11}")
     if any(stalled.values()):
-        print("stalled: doing, but the worker is gone or silent for over 30 s; nothing will finish "
-              "those rows (the tick queues their work again)", file=sys.stderr)
+        print(
+            "stalled: doing, but the worker is gone or silent for over 30 s; nothing will finish "
+            "those rows (the tick queues their work again)",
+            file=sys.stderr,
+        )
 
 
 def parser() -> argparse.ArgumentParser:
@@ -220,10 +223,14 @@ def parser() -> argparse.ArgumentParser:
     wa.set_defaults(func=cmd_wallets_add)
     w.add_parser("list", help="list wallets").set_defaults(func=cmd_wallets_list)
     j = sub.add_parser("jobs", help="the job queue: dead letters and counts").add_subparsers(
-        dest="action", required=True)
+        dest="action", required=True
+    )
     jf = j.add_parser("failed", help=FAILED_HELP, description=FAILED_HELP)
     jf.add_argument(
-        "--limit", type=positive_int, default=50, metavar="N",
+        "--limit",
+        type=positive_int,
+        default=50,
+        metavar="N",
         help="at most N jobs, newest first (default 50)",
     )
     jf.set_defaults(func=cmd_jobs_failed)

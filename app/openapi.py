@@ -70,14 +70,21 @@ def document() -> dict[str, Any]:
                             "name": "Idempotency-Key",
                             "in": "header",
                             "required": True,
-                            "description": "Unique per withdrawal; a retry with the same key and body returns the same withdrawal",
+                            "description": (
+                                "Unique per withdrawal; a retry with the same key and body returns the same withdrawal"
+                            ),
                             "schema": {"type": "string", "minLength": 1, "maxLength": 255},
                         }
                     ],
-                    "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("CreateWithdrawal")}}},
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref("CreateWithdrawal")}},
+                    },
                     "responses": {
                         "201": _json("Withdrawal", "Created"),
-                        "200": _json("Withdrawal", "Replay of an earlier request with the same Idempotency-Key and body"),
+                        "200": _json(
+                            "Withdrawal", "Replay of an earlier request with the same Idempotency-Key and body"
+                        ),
                         "400": _problem("Malformed JSON, or a missing/invalid Idempotency-Key"),
                         "413": _problem("Body too large"),
                         "415": _problem("Body is not application/json"),
@@ -89,16 +96,33 @@ def document() -> dict[str, Any]:
                     "operationId": "listWithdrawals",
                     "summary": "List your withdrawals, newest first",
                     "parameters": [
-                        {"name": "status", "in": "query", "description": "Comma-separated statuses",
-                         "schema": {"type": "string"}, "examples": {"one": {"value": "PENDING"}}},
+                        {
+                            "name": "status",
+                            "in": "query",
+                            "description": "Comma-separated statuses",
+                            "schema": {"type": "string"},
+                            "examples": {"one": {"value": "PENDING"}},
+                        },
                         {"name": "chain", "in": "query", "schema": {"type": "string"}},
                         {"name": "asset", "in": "query", "schema": {"type": "string"}},
-                        {"name": "created_from", "in": "query", "description": "Inclusive, ISO 8601 with time zone",
-                         "schema": {"type": "string", "format": "date-time"}},
-                        {"name": "created_to", "in": "query", "description": "Exclusive, ISO 8601 with time zone",
-                         "schema": {"type": "string", "format": "date-time"}},
+                        {
+                            "name": "created_from",
+                            "in": "query",
+                            "description": "Inclusive, ISO 8601 with time zone",
+                            "schema": {"type": "string", "format": "date-time"},
+                        },
+                        {
+                            "name": "created_to",
+                            "in": "query",
+                            "description": "Exclusive, ISO 8601 with time zone",
+                            "schema": {"type": "string", "format": "date-time"},
+                        },
                         {"name": "cursor", "in": "query", "schema": {"type": "string"}},
-                        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}},
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 200, "default": 50},
+                        },
                     ],
                     "responses": {
                         "200": _json("WithdrawalPage", f"A page of withdrawals (statuses: {', '.join(statuses)})"),
@@ -142,10 +166,22 @@ def document() -> dict[str, Any]:
                     },
                 }
             },
-            "/healthz": {"get": {"operationId": "healthz", "security": [], "summary": "Process is alive",
-                                 "responses": {"200": _json("Health", "Alive")}}},
-            "/readyz": {"get": {"operationId": "readyz", "security": [], "summary": "Database and chains reachable",
-                                "responses": {"200": _json("Health", "Ready"), "503": _json("Health", "Not ready")}}},
+            "/healthz": {
+                "get": {
+                    "operationId": "healthz",
+                    "security": [],
+                    "summary": "Process is alive",
+                    "responses": {"200": _json("Health", "Alive")},
+                }
+            },
+            "/readyz": {
+                "get": {
+                    "operationId": "readyz",
+                    "security": [],
+                    "summary": "Database and chains reachable",
+                    "responses": {"200": _json("Health", "Ready"), "503": _json("Health", "Not ready")},
+                }
+            },
         },
     }
 

@@ -123,9 +123,7 @@ def load_registry(path: Path | str | None = None, environ: Mapping[str, str] | N
         if enabled_names is not None:
             chain = replace(chain, enabled=name in enabled_names)
         if chain.chain_id in seen_ids:
-            raise RegistryError(
-                f"{path}: chains {seen_ids[chain.chain_id]} and {name} share chain_id {chain.chain_id}"
-            )
+            raise RegistryError(f"{path}: chains {seen_ids[chain.chain_id]} and {name} share chain_id {chain.chain_id}")
         seen_ids[chain.chain_id] = name
         chains[name] = chain
     return Registry(chains=chains)

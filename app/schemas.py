@@ -73,9 +73,7 @@ class Withdrawal(BaseModel):
 
 class WithdrawalPage(BaseModel):
     data: list[Withdrawal]
-    next_cursor: Annotated[
-        str | None, Field(description="Pass as `cursor` for the next page; null on the last page")
-    ]
+    next_cursor: Annotated[str | None, Field(description="Pass as `cursor` for the next page; null on the last page")]
 
 
 class Problem(BaseModel):

@@ -66,8 +66,12 @@ def validate_order(registry: Registry, body: CreateWithdrawal) -> ValidOrder:
         raise invalid("amount_not_positive", "amount must be greater than zero", "amount")
     if amount < asset.min_units:
         minimum = format_units(asset.min_units, asset.decimals)
-        raise invalid("amount_below_minimum", f"the minimum {asset.symbol} withdrawal on {chain.name} is {minimum}", "amount")
+        raise invalid(
+            "amount_below_minimum", f"the minimum {asset.symbol} withdrawal on {chain.name} is {minimum}", "amount"
+        )
     if amount > asset.max_units:
         maximum = format_units(asset.max_units, asset.decimals)
-        raise invalid("amount_above_maximum", f"the maximum {asset.symbol} withdrawal on {chain.name} is {maximum}", "amount")
+        raise invalid(
+            "amount_above_maximum", f"the maximum {asset.symbol} withdrawal on {chain.name} is {maximum}", "amount"
+        )
     return ValidOrder(chain=chain, asset=asset, to=to, amount=amount)

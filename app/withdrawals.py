@@ -37,9 +37,7 @@ def render(request: Request, row: dict[str, Any]) -> dict[str, Any]:
     units = int(row["amount"])
     # A withdrawal outlives registry edits: without its asset's decimals, show base units.
     amount = format_units(units, asset.decimals) if asset else str(units)
-    failure = (
-        Failure(code=row["failure_code"], reason=row["failure_reason"]) if row["failure_code"] else None
-    )
+    failure = Failure(code=row["failure_code"], reason=row["failure_reason"]) if row["failure_code"] else None
     return Withdrawal(
         id=str(row["id"]),
         status=row["status"],
@@ -84,7 +82,9 @@ def parse_create(body: bytes, content_type: str | None) -> CreateWithdrawal:
         json.loads(body, object_pairs_hook=_refuse_duplicate_keys)
     except _DuplicateKey as exc:
         detail = f"the key {exc.key!r} appears twice in one object"
-        raise ApiError(400, "duplicate_key", detail, errors=[{"field": exc.key, "code": "duplicate_key", "message": detail}]) from None
+        raise ApiError(
+            400, "duplicate_key", detail, errors=[{"field": exc.key, "code": "duplicate_key", "message": detail}]
+        ) from None
     except (ValueError, RecursionError):
         pass  # not JSON: the schema validation below says so precisely
     try:
@@ -123,7 +123,11 @@ def idempotency_key(request: Request) -> str:
     if key is None or not key.strip():
         raise ApiError(400, "idempotency_key_missing", "send an Idempotency-Key header (e.g. a UUID) with every create")
     if len(key) > MAX_IDEMPOTENCY_KEY or not key.isprintable() or not key.isascii():
-        raise ApiError(400, "idempotency_key_invalid", f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY} printable ASCII characters")
+        raise ApiError(
+            400,
+            "idempotency_key_invalid",
+            f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY} printable ASCII characters",
+        )
     return key
 
 
@@ -138,8 +142,12 @@ async def create_withdrawal(request: Request) -> Response:
         async with pool.connection() as conn:
             own = await is_own_wallet(conn, order.chain.name, order.to)
         if own:
-            raise ApiError(422, "address_is_own_wallet", "the recipient is one of this system's own wallets",
-                           errors=[{"field": "to", "code": "address_is_own_wallet", "message": "own wallet"}])
+            raise ApiError(
+                422,
+                "address_is_own_wallet",
+                "the recipient is one of this system's own wallets",
+                errors=[{"field": "to", "code": "address_is_own_wallet", "message": "own wallet"}],
+            )
     except ApiError:
         # A retry of a request that was accepted earlier gets its withdrawal, even if the rules
         # (registry, wallets) changed since; only a new request is refused.
@@ -180,9 +188,7 @@ def replay(request: Request, existing: dict[str, Any], fingerprint: bytes) -> Re
             "idempotency_key_reused",
             "this Idempotency-Key was already used with a different request body",
         )
-    return JSONResponse(
-        render(request, existing), status_code=200, headers={"Idempotent-Replayed": "true"}
-    )
+    return JSONResponse(render(request, existing), status_code=200, headers={"Idempotent-Replayed": "true"})
 
 
 def path_id(request: Request) -> uuid.UUID:
@@ -214,15 +220,22 @@ async def cancel_withdrawal(request: Request) -> Response:
             if row["status"] in repo.CANCELABLE_ON_CHAIN:
                 outcome = await repo.request_onchain_cancel(conn, withdrawal_id)
                 if outcome == "in_batch":
-                    raise ApiError(409, "withdrawal_in_batch",
-                                   "the withdrawal is signed in one transaction with others; it cannot be canceled alone")
+                    raise ApiError(
+                        409,
+                        "withdrawal_in_batch",
+                        "the withdrawal is signed in one transaction with others; it cannot be canceled alone",
+                    )
                 if outcome == "requested":
                     row = await repo.get_withdrawal(conn, client.id, withdrawal_id)
                     assert row is not None
                     return JSONResponse(render(request, row), status_code=202)
             if row["status"] == WithdrawalStatus.SIGNING:
-                raise ApiError(409, "withdrawal_being_signed",
-                               "the withdrawal is being signed right now; retry in a moment", retryable=True)
+                raise ApiError(
+                    409,
+                    "withdrawal_being_signed",
+                    "the withdrawal is being signed right now; retry in a moment",
+                    retryable=True,
+                )
             if row["status"] != WithdrawalStatus.CANCELED:
                 raise ApiError(
                     409,
@@ -277,7 +290,9 @@ async def list_withdrawals(request: Request) -> Response:
     params = request.query_params
     unknown = set(params.keys()) - LIST_PARAMS
     if unknown:
-        raise query_error(sorted(unknown)[0], f"unknown query parameters: {sorted(unknown)}; known: {sorted(LIST_PARAMS)}")
+        raise query_error(
+            sorted(unknown)[0], f"unknown query parameters: {sorted(unknown)}; known: {sorted(LIST_PARAMS)}"
+        )
     statuses: list[str] | None = None
     if params.getlist("status"):
         statuses = [s.strip() for value in params.getlist("status") for s in value.split(",") if s.strip()]

@@ -39,9 +39,7 @@ def find_client(conn: Connection, name: str) -> uuid.UUID | None:
 
 def create_key(conn: Connection, client_id: uuid.UUID) -> str:
     key = new_key()
-    conn.execute(
-        query("create_key"), {"client_id": client_id, "key_hash": hash_key(key), "prefix": key[:10]}
-    )
+    conn.execute(query("create_key"), {"client_id": client_id, "key_hash": hash_key(key), "prefix": key[:10]})
     return key
 
 

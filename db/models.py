@@ -118,9 +118,7 @@ withdrawal_events = Table(
     "withdrawal_events",
     metadata,
     Column("id", BigInteger, Identity(always=True), primary_key=True),
-    Column(
-        "withdrawal_id", UUID(as_uuid=True), ForeignKey("withdrawals.id"), nullable=False
-    ),
+    Column("withdrawal_id", UUID(as_uuid=True), ForeignKey("withdrawals.id"), nullable=False),
     Column("from_status", withdrawal_status),
     Column("to_status", withdrawal_status, nullable=False),
     Column("note", Text),
@@ -192,9 +190,7 @@ payouts = Table(
     _created_at(),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
     CheckConstraint("kind IN ('withdrawal', 'topup', 'approve')", name="kind"),
-    CheckConstraint(
-        "status IN (" + ", ".join(f"'{s}'" for s in PAYOUT_STATUSES) + ")", name="status"
-    ),
+    CheckConstraint("status IN (" + ", ".join(f"'{s}'" for s in PAYOUT_STATUSES) + ")", name="status"),
     CheckConstraint("value >= 0", name="value_non_negative"),
     # One live transaction per (chain, sender, nonce): a superseded one gave its nonce away.
     Index(

@@ -164,6 +164,4 @@ async def events(conn: AsyncConnection, withdrawal_id: uuid.UUID) -> list[Row]:
 
 def is_transition_violation(exc: BaseException) -> bool:
     """Whether a database error is the status trigger refusing an edge."""
-    return isinstance(exc, psycopg.errors.CheckViolation) and (
-        exc.diag.constraint_name == "withdrawal_transition"
-    )
+    return isinstance(exc, psycopg.errors.CheckViolation) and (exc.diag.constraint_name == "withdrawal_transition")

@@ -20,8 +20,8 @@ from db.queries import query
 from db.states import WithdrawalStatus
 from db.withdrawals import transition
 from jobs import context
-from jobs.retry import backoff
 from jobs.queue import queue
+from jobs.retry import backoff
 from jobs.rpc import RpcClient, RpcError, RpcErrorKind, RpcUnavailable, is_maybe_mined
 
 log = logging.getLogger("payouts.jobs.broadcast")
@@ -35,7 +35,9 @@ async def withdrawals_of(conn: AsyncConnection, payout_ids: list[uuid.UUID]) -> 
 
 
 def accepted(outcome: Any) -> bool:
-    return not isinstance(outcome, RpcError) or outcome.kind is RpcErrorKind.ALREADY_KNOWN or is_maybe_mined(outcome.kind)
+    return (
+        not isinstance(outcome, RpcError) or outcome.kind is RpcErrorKind.ALREADY_KNOWN or is_maybe_mined(outcome.kind)
+    )
 
 
 async def broadcast_sender(pool: AsyncConnectionPool, rpc: RpcClient, chain: Chain, sender: str) -> int:
@@ -51,7 +53,9 @@ async def broadcast_sender(pool: AsyncConnectionPool, rpc: RpcClient, chain: Cha
 
 async def _broadcast(pool: AsyncConnectionPool, rpc: RpcClient, chain: Chain, sender: str) -> int:
     async with pool.connection() as conn, conn.transaction():
-        cur = await conn.execute(query("signed_payouts"), {"chain": chain.name, "sender": sender, "limit": BROADCAST_BATCH})
+        cur = await conn.execute(
+            query("signed_payouts"), {"chain": chain.name, "sender": sender, "limit": BROADCAST_BATCH}
+        )
         rows: list[dict[str, Any]] = await cur.fetchall()  # type: ignore[assignment]
         if not rows:
             return 0
@@ -59,8 +63,7 @@ async def _broadcast(pool: AsyncConnectionPool, rpc: RpcClient, chain: Chain, se
         # Recorded before sending: a crash after this point leaves BROADCASTING rows whose
         # payouts are still SIGNED; the tick queues this step again for them, and sending the
         # same bytes again is harmless.
-        await transition(conn, ids, WithdrawalStatus.SIGNED, WithdrawalStatus.BROADCASTING,
-                         note="being broadcast")
+        await transition(conn, ids, WithdrawalStatus.SIGNED, WithdrawalStatus.BROADCASTING, note="being broadcast")
 
     try:
         outcomes = await rpc.batch(
@@ -71,8 +74,13 @@ async def _broadcast(pool: AsyncConnectionPool, rpc: RpcClient, chain: Chain, se
         # from receipts later). Back to SIGNED; the job retries with backoff.
         async with pool.connection() as conn, conn.transaction():
             back = await withdrawals_of(conn, [r["id"] for r in rows])
-            await transition(conn, back, WithdrawalStatus.BROADCASTING, WithdrawalStatus.SIGNED,
-                             note=f"waiting to be broadcast again: {exc.kind.name.lower()}")
+            await transition(
+                conn,
+                back,
+                WithdrawalStatus.BROADCASTING,
+                WithdrawalStatus.SIGNED,
+                note=f"waiting to be broadcast again: {exc.kind.name.lower()}",
+            )
         raise
 
     done: list[uuid.UUID] = []
@@ -90,12 +98,22 @@ async def _broadcast(pool: AsyncConnectionPool, rpc: RpcClient, chain: Chain, se
             alert = f"not accepted by the node ({outcome.kind.name.lower()}): {outcome.message[:200]}"
             await conn.execute(query("set_payout_alert"), {"id": row["id"], "alert": alert})
             back = await withdrawals_of(conn, [row["id"]])
-            await transition(conn, back, WithdrawalStatus.BROADCASTING, WithdrawalStatus.SIGNED,
-                             note="waiting to be broadcast again: " + alert)
+            await transition(
+                conn,
+                back,
+                WithdrawalStatus.BROADCASTING,
+                WithdrawalStatus.SIGNED,
+                note="waiting to be broadcast again: " + alert,
+            )
         if done:
             ids = await withdrawals_of(conn, done)
-            await transition(conn, ids, WithdrawalStatus.BROADCASTING, WithdrawalStatus.BROADCASTED,
-                             note="broadcast; waiting to be mined")
+            await transition(
+                conn,
+                ids,
+                WithdrawalStatus.BROADCASTING,
+                WithdrawalStatus.BROADCASTED,
+                note="broadcast; waiting to be mined",
+            )
     if unavailable is not None:
         raise unavailable  # the job retries with backoff; those rows are SIGNED again
     return len(done)

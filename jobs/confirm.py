@@ -31,8 +31,8 @@ from db.withdrawals import transition
 from jobs import context
 from jobs.fees import Fees, bump_fees, suggest_fees
 from jobs.keys import load_signer
-from jobs.retry import backoff
 from jobs.queue import enqueue, queue
+from jobs.retry import backoff
 from jobs.rpc import RpcClient, RpcError, RpcErrorKind, revert_reason
 from jobs.txbuild import Payload, sign, tx_fields
 
@@ -85,8 +85,10 @@ async def _watch(pool: AsyncConnectionPool, rpc: RpcClient, chain: Chain) -> Wat
     all_attempts = [a for p in payouts for a in attempts.get(p["id"], [])]
     receipts_raw = await rpc.batch([("eth_getTransactionReceipt", [a["tx_hash"]]) for a in all_attempts])
     receipts = {a["id"]: r for a, r in zip(all_attempts, receipts_raw, strict=True) if r}
-    blocks_needed = sorted({_block_of(r) for r in receipts.values()}
-                           | {p["block_number"] for p in payouts if p["block_number"] is not None})
+    blocks_needed = sorted(
+        {_block_of(r) for r in receipts.values()}
+        | {p["block_number"] for p in payouts if p["block_number"] is not None}
+    )
     canonical: dict[int, str | None] = {}
     if blocks_needed:
         got = await rpc.batch([("eth_getBlockByNumber", [hex(n), False]) for n in blocks_needed])
@@ -137,17 +139,38 @@ async def _watch(pool: AsyncConnectionPool, rpc: RpcClient, chain: Chain) -> Wat
     return result
 
 
-async def include(conn: AsyncConnection, p: dict[str, Any], attempt: dict[str, Any], receipt: dict[str, Any], head: int) -> None:
+async def include(
+    conn: AsyncConnection, p: dict[str, Any], attempt: dict[str, Any], receipt: dict[str, Any], head: int
+) -> None:
     block = int(receipt["blockNumber"], 16)
-    await conn.execute(query("mark_attempt_mined"), {"id": attempt["id"], "block_number": block,
-                       "block_hash": receipt["blockHash"], "receipt_status": int(receipt["status"], 16)})
-    moved = await conn.execute(query("mark_payout_included"), {
-        "id": p["id"], "block_number": block, "block_hash": receipt["blockHash"],
-        "attempt_id": attempt["id"], "confirmations": head - block + 1})
+    await conn.execute(
+        query("mark_attempt_mined"),
+        {
+            "id": attempt["id"],
+            "block_number": block,
+            "block_hash": receipt["blockHash"],
+            "receipt_status": int(receipt["status"], 16),
+        },
+    )
+    moved = await conn.execute(
+        query("mark_payout_included"),
+        {
+            "id": p["id"],
+            "block_number": block,
+            "block_hash": receipt["blockHash"],
+            "attempt_id": attempt["id"],
+            "confirmations": head - block + 1,
+        },
+    )
     if moved.rowcount:
         p.update(status="INCLUDED", block_number=block, block_hash=receipt["blockHash"], mined_attempt_id=attempt["id"])
-        await transition(conn, await withdrawals_of(conn, p["id"]), S.BROADCASTED, S.CONFIRMING,
-                         note=f"mined in block {block} ({attempt['tx_hash']}); waiting for confirmations")
+        await transition(
+            conn,
+            await withdrawals_of(conn, p["id"]),
+            S.BROADCASTED,
+            S.CONFIRMING,
+            note=f"mined in block {block} ({attempt['tx_hash']}); waiting for confirmations",
+        )
 
 
 async def reorged(conn: AsyncConnection, p: dict[str, Any]) -> None:
@@ -156,20 +179,34 @@ async def reorged(conn: AsyncConnection, p: dict[str, Any]) -> None:
     moved = await conn.execute(query("mark_payout_reorged"), {"id": p["id"]})
     if moved.rowcount:
         p.update(status="BROADCASTED", block_number=None, block_hash=None, mined_attempt_id=None)
-        await transition(conn, await withdrawals_of(conn, p["id"]), S.CONFIRMING, S.BROADCASTED,
-                         note="the block that included it was reorganized away; waiting to be mined again")
+        await transition(
+            conn,
+            await withdrawals_of(conn, p["id"]),
+            S.CONFIRMING,
+            S.BROADCASTED,
+            note="the block that included it was reorganized away; waiting to be mined again",
+        )
 
 
-async def revert_reasons(rpc: RpcClient, payouts: list[dict[str, Any]], attempts: dict[uuid.UUID, list[dict[str, Any]]],
-                         receipts: dict[int, dict[str, Any]]) -> dict[int, str]:
+async def revert_reasons(
+    rpc: RpcClient,
+    payouts: list[dict[str, Any]],
+    attempts: dict[uuid.UUID, list[dict[str, Any]]],
+    receipts: dict[int, dict[str, Any]],
+) -> dict[int, str]:
     """Why mined transactions reverted: their call replayed on the state before their block."""
     replays: list[tuple[int, tuple[str, list[Any]]]] = []
     for p in payouts:
         for a in attempts.get(p["id"], []):
             r = receipts.get(a["id"])
             if r is not None and int(r["status"], 16) == 0 and a["kind"] == "payout":
-                tx = {"from": p["sender"], "to": p["to_address"], "value": hex(int(p["value"])),
-                      "data": "0x" + bytes(p["data"]).hex(), "gas": hex(int(a["gas_limit"]))}
+                tx = {
+                    "from": p["sender"],
+                    "to": p["to_address"],
+                    "value": hex(int(p["value"])),
+                    "data": "0x" + bytes(p["data"]).hex(),
+                    "gas": hex(int(a["gas_limit"])),
+                }
                 replays.append((a["id"], ("eth_call", [tx, hex(max(_block_of(r) - 1, 0))])))
     if not replays:
         return {}
@@ -181,8 +218,17 @@ async def revert_reasons(rpc: RpcClient, payouts: list[dict[str, Any]], attempts
     return reasons
 
 
-async def finalize(conn: AsyncConnection, chain: Chain, p: dict[str, Any], attempt: dict[str, Any],
-                   receipt: dict[str, Any], depth: int, *, repay_reverted: bool, reasons: dict[int, str]) -> None:
+async def finalize(
+    conn: AsyncConnection,
+    chain: Chain,
+    p: dict[str, Any],
+    attempt: dict[str, Any],
+    receipt: dict[str, Any],
+    depth: int,
+    *,
+    repay_reverted: bool,
+    reasons: dict[int, str],
+) -> None:
     ok = int(receipt["status"], 16) == 1
     status = "CONFIRMED" if ok else "REVERTED"
     moved = await conn.execute(query("mark_payout_final"), {"id": p["id"], "status": status, "confirmations": depth})
@@ -202,12 +248,26 @@ async def finalize(conn: AsyncConnection, chain: Chain, p: dict[str, Any], attem
         await enqueue(conn, "validate", chain=chain.name)
     else:
         why = reasons.get(attempt["id"]) or "no reason given"
-        await transition(conn, ids, S.CONFIRMING, S.FAILED, note=f"transaction {tx} reverted",
-                         failure_code="reverted", failure_reason=f"transaction {tx} reverted on chain: {why}")
+        await transition(
+            conn,
+            ids,
+            S.CONFIRMING,
+            S.FAILED,
+            note=f"transaction {tx} reverted",
+            failure_code="reverted",
+            failure_reason=f"transaction {tx} reverted on chain: {why}",
+        )
 
 
-async def settle_unmined(pool: AsyncConnectionPool, rpc: RpcClient, chain: Chain, stuck: list[dict[str, Any]],
-                         attempts: dict[uuid.UUID, list[dict[str, Any]]], head: int, result: WatchResult) -> None:
+async def settle_unmined(
+    pool: AsyncConnectionPool,
+    rpc: RpcClient,
+    chain: Chain,
+    stuck: list[dict[str, Any]],
+    attempts: dict[uuid.UUID, list[dict[str, Any]]],
+    head: int,
+    result: WatchResult,
+) -> None:
     now = datetime.now(UTC)
     senders = sorted({p["sender"] for p in stuck})
     # The nonce each sender has used at the confirmation depth: a transaction of ours below it
@@ -268,23 +328,39 @@ async def send_again(pool: AsyncConnectionPool, rpc: RpcClient, attempt: dict[st
 def old_fees(attempt: dict[str, Any]) -> Fees:
     def opt(key: str) -> int | None:
         return None if attempt[key] is None else int(attempt[key])
-    return Fees(max_fee_per_gas=opt("max_fee_per_gas"), max_priority_fee_per_gas=opt("max_priority_fee_per_gas"),
-                gas_price=opt("gas_price"))
+
+    return Fees(
+        max_fee_per_gas=opt("max_fee_per_gas"),
+        max_priority_fee_per_gas=opt("max_priority_fee_per_gas"),
+        gas_price=opt("gas_price"),
+    )
 
 
-async def replace(pool: AsyncConnectionPool, rpc: RpcClient, chain: Chain, p: dict[str, Any],
-                  latest: dict[str, Any], suggested: Fees, *, cancel: bool) -> bool:
+async def replace(
+    pool: AsyncConnectionPool,
+    rpc: RpcClient,
+    chain: Chain,
+    p: dict[str, Any],
+    latest: dict[str, Any],
+    suggested: Fees,
+    *,
+    cancel: bool,
+) -> bool:
     """Sign and send a replacement at the same nonce: the same payload with higher fees, or a
     0-value self-send when a cancel was asked for. Returns False when the fee cap blocks it."""
     new_fees = bump_fees(old_fees(latest), suggested, chain)
     if new_fees is None:
-        alert = (f"stuck at nonce {p['nonce']}: a 10% fee bump would pass the fee cap of "
-                 f"{chain.max_fee_per_gas} wei; kept as is (raise the cap or wait for fees to fall)")
+        alert = (
+            f"stuck at nonce {p['nonce']}: a 10% fee bump would pass the fee cap of "
+            f"{chain.max_fee_per_gas} wei; kept as is (raise the cap or wait for fees to fall)"
+        )
         async with pool.connection() as conn, conn.transaction():
             cur = await conn.execute(query("set_payout_alert"), {"id": p["id"], "alert": alert})
             if await cur.fetchone() is not None:  # a new alert: say it once, and show it
                 log.warning("payout %s on %s: %s", p["id"], chain.name, alert)
-                await conn.execute(query("note_withdrawals"), {"ids": await withdrawals_of(conn, p["id"]), "note": alert})
+                await conn.execute(
+                    query("note_withdrawals"), {"ids": await withdrawals_of(conn, p["id"]), "note": alert}
+                )
         return False
     if cancel:
         payload, gas, kind = Payload(to=p["sender"], value=0, data=b""), 21_000, "cancel"
@@ -295,15 +371,26 @@ async def replace(pool: AsyncConnectionPool, rpc: RpcClient, chain: Chain, p: di
         cur = await conn.execute(query("wallet_key_ref"), {"chain": chain.name, "address": p["sender"]})
         wallet = await cur.fetchone()
     account = load_signer(wallet["key_ref"] if wallet else None, address=p["sender"])  # type: ignore[call-overload]
-    tx = sign(account, tx_fields(chain_id=chain.chain_id, nonce=p["nonce"], payload=payload, gas=gas,
-                                 fee_fields=new_fees.tx_fields()))
+    tx = sign(
+        account,
+        tx_fields(chain_id=chain.chain_id, nonce=p["nonce"], payload=payload, gas=gas, fee_fields=new_fees.tx_fields()),
+    )
     del account
     async with pool.connection() as conn, conn.transaction():
         # Stored before it is sent (money rules 2 and 3): any attempt may be the one mined.
-        cur = await conn.execute(query("insert_attempt"), {
-            "payout_id": p["id"], "tx_hash": tx.tx_hash, "kind": kind, "raw_tx": tx.raw, "gas_limit": gas,
-            "max_fee_per_gas": new_fees.max_fee_per_gas,
-            "max_priority_fee_per_gas": new_fees.max_priority_fee_per_gas, "gas_price": new_fees.gas_price})
+        cur = await conn.execute(
+            query("insert_attempt"),
+            {
+                "payout_id": p["id"],
+                "tx_hash": tx.tx_hash,
+                "kind": kind,
+                "raw_tx": tx.raw,
+                "gas_limit": gas,
+                "max_fee_per_gas": new_fees.max_fee_per_gas,
+                "max_priority_fee_per_gas": new_fees.max_priority_fee_per_gas,
+                "gas_price": new_fees.gas_price,
+            },
+        )
         row = await cur.fetchone()
     log.info("%s payout %s at nonce %s: %s", "cancel" if cancel else "fee bump", p["id"], p["nonce"], tx.tx_hash)
     await send_again(pool, rpc, {"id": row["id"], "raw_tx": tx.raw, "tx_hash": tx.tx_hash})  # type: ignore[index]
@@ -317,10 +404,16 @@ async def supersede(pool: AsyncConnectionPool, chain: Chain, p: dict[str, Any]) 
             return
         ids = await withdrawals_of(conn, p["id"])
         await conn.execute(query("release_payout_items"), {"id": p["id"]})
-        log.warning("payout %s: nonce %s was used by another transaction; paying its withdrawals again",
-                    p["id"], p["nonce"])
-        await transition(conn, ids, S.BROADCASTED, S.VALIDATING,
-                         note=f"nonce {p['nonce']} was used by a transaction outside this system; paying again")
+        log.warning(
+            "payout %s: nonce %s was used by another transaction; paying its withdrawals again", p["id"], p["nonce"]
+        )
+        await transition(
+            conn,
+            ids,
+            S.BROADCASTED,
+            S.VALIDATING,
+            note=f"nonce {p['nonce']} was used by a transaction outside this system; paying again",
+        )
         await enqueue(conn, "validate", chain=chain.name)
 
 

@@ -95,8 +95,7 @@ def anvil_binary() -> str:
         if candidate.is_file():
             return str(candidate)
     raise RuntimeError(
-        f"anvil not found at {wrapper}; run `npm ci` in {repo_root()} "
-        "or set ANVIL_BIN to an anvil executable"
+        f"anvil not found at {wrapper}; run `npm ci` in {repo_root()} or set ANVIL_BIN to an anvil executable"
     )
 
 
@@ -189,9 +188,7 @@ def start_anvil(
     return proc
 
 
-def wait_for_rpc(
-    proc: subprocess.Popen[bytes], rpc_url: str, chain_id: int, timeout: float
-) -> None:
+def wait_for_rpc(proc: subprocess.Popen[bytes], rpc_url: str, chain_id: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     last_error = "no answer yet"
     request = {"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}
@@ -212,9 +209,7 @@ def wait_for_rpc(
                 raise RuntimeError(f"unexpected eth_chainId answer from {rpc_url}: {payload}")
             answered = int(payload["result"], 16)
             if answered != chain_id:
-                raise RuntimeError(
-                    f"anvil at {rpc_url} reports chain id {answered}, expected {chain_id}"
-                )
+                raise RuntimeError(f"anvil at {rpc_url} reports chain id {answered}, expected {chain_id}")
             if proc.poll() is not None:
                 raise RuntimeError(f"anvil exited with code {proc.returncode} during startup")
             return
@@ -272,8 +267,7 @@ def bootstrap_chain(
     token_targets = {main_account: MAIN_ACCOUNT_TOKEN_TARGET * unit}
     token_targets |= {wallet: HOT_WALLET_TOKEN_TARGET * unit for wallet in hot_wallets}
     token_shortfalls = {
-        holder: target - token.functions.balanceOf(holder).call()
-        for holder, target in token_targets.items()
+        holder: target - token.functions.balanceOf(holder).call() for holder, target in token_targets.items()
     }
     needed = sum(amount for amount in token_shortfalls.values() if amount > 0)
     available = token.functions.balanceOf(deployer.address).call()
@@ -368,9 +362,7 @@ class _Sender:
 
     def wait_all(self) -> None:
         for tx_hash in self.pending:
-            receipt = self.w3.eth.wait_for_transaction_receipt(
-                tx_hash, timeout=RECEIPT_TIMEOUT_SECONDS
-            )
+            receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=RECEIPT_TIMEOUT_SECONDS)
             if receipt["status"] != 1:
                 raise RuntimeError(f"transaction {tx_hash.to_0x_hex()} reverted")
         self.pending.clear()

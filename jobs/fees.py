@@ -103,11 +103,7 @@ async def suggest_fees(
 
 async def _market_tip(rpc: RpcClient, history: FeeHistory) -> int:
     # Empty blocks report a zero reward that says nothing about what gets included.
-    rewards = [
-        row[0]
-        for row, used in zip(history.rewards, history.gas_used_ratios, strict=False)
-        if row and used > 0
-    ]
+    rewards = [row[0] for row, used in zip(history.rewards, history.gas_used_ratios, strict=False) if row and used > 0]
     if rewards:
         return int(median_low(rewards))
     return await rpc.max_priority_fee()
@@ -132,9 +128,7 @@ def min_replacement(old: int, percent: int = DEFAULT_BUMP_PERCENT) -> int:
     return -(-old * (100 + percent) // 100) + 1
 
 
-def bump_fees(
-    old: Fees, suggested: Fees, chain: Chain, *, percent: int = DEFAULT_BUMP_PERCENT
-) -> Fees | None:
+def bump_fees(old: Fees, suggested: Fees, chain: Chain, *, percent: int = DEFAULT_BUMP_PERCENT) -> Fees | None:
     """Fees for a replacement of a transaction sent with `old`: each field raised by at least
     `percent`% and at least to today's suggestion, within the caps; None if the caps forbid it."""
     if percent < 0:
@@ -147,9 +141,7 @@ def bump_fees(
         return None if price is None else Fees.legacy(price[0], capped=price[1])
     assert old.max_fee_per_gas is not None and old.max_priority_fee_per_gas is not None
     assert suggested.max_fee_per_gas is not None and suggested.max_priority_fee_per_gas is not None
-    max_fee = _bumped(
-        old.max_fee_per_gas, suggested.max_fee_per_gas, chain.max_fee_per_gas, percent
-    )
+    max_fee = _bumped(old.max_fee_per_gas, suggested.max_fee_per_gas, chain.max_fee_per_gas, percent)
     tip = _bumped(
         old.max_priority_fee_per_gas,
         suggested.max_priority_fee_per_gas,

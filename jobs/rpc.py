@@ -236,9 +236,7 @@ class _RedactHttpxUrls(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):
-            record.args = tuple(
-                redact_url(str(arg)) if isinstance(arg, httpx.URL) else arg for arg in record.args
-            )
+            record.args = tuple(redact_url(str(arg)) if isinstance(arg, httpx.URL) else arg for arg in record.args)
         return True
 
 
@@ -347,9 +345,7 @@ class RpcClient:
             raise RpcError(f"{self.name}: {method}: the answer is for request {body.get('id')!r}")
         return _result_of(body, method)
 
-    async def batch(
-        self, calls: list[tuple[str, list[Any]]], *, return_errors: bool = False
-    ) -> list[Any]:
+    async def batch(self, calls: list[tuple[str, list[Any]]], *, return_errors: bool = False) -> list[Any]:
         """Results of `calls` in order, in one HTTP round trip per MAX_BATCH calls.
 
         With return_errors=True a failed item is returned as its RpcError instead of raising
@@ -364,9 +360,7 @@ class RpcClient:
         if not calls:
             return []
         ids = [next(self._ids) for _ in calls]
-        payload = [
-            _request(i, method, params) for i, (method, params) in zip(ids, calls, strict=True)
-        ]
+        payload = [_request(i, method, params) for i, (method, params) in zip(ids, calls, strict=True)]
         body = await self._exchange(payload, f"batch of {len(calls)}")
         if isinstance(body, dict):  # some nodes answer a whole batch with one error
             raise _error_of(body.get("error"), "batch")
@@ -409,11 +403,7 @@ class RpcClient:
         network_kinds = kinds & set(_NETWORK_KINDS)
         if not network_kinds:
             raise RpcError(summary, kind=RpcErrorKind.OTHER)
-        kind = (
-            RpcErrorKind.RATE_LIMITED
-            if network_kinds == {RpcErrorKind.RATE_LIMITED}
-            else RpcErrorKind.NETWORK
-        )
+        kind = RpcErrorKind.RATE_LIMITED if network_kinds == {RpcErrorKind.RATE_LIMITED} else RpcErrorKind.NETWORK
         raise RpcUnavailable(summary, kind=kind)
 
     def _attempt_order(self) -> list[_Endpoint]:
@@ -453,9 +443,7 @@ class RpcClient:
         try:
             response = await self._http.post(endpoint.url, json=payload)
         except httpx.TimeoutException as exc:
-            raise _EndpointFailure(
-                RpcErrorKind.NETWORK, f"{type(exc).__name__} after {self.timeout}s"
-            ) from None
+            raise _EndpointFailure(RpcErrorKind.NETWORK, f"{type(exc).__name__} after {self.timeout}s") from None
         except httpx.TransportError as exc:
             raise _EndpointFailure(RpcErrorKind.NETWORK, _scrub(exc, endpoint)) from None
         return _answer_of(response)
@@ -529,12 +517,8 @@ class RpcClient:
         result = await self.call("eth_call", [tx_json(tx), _block_id(block)])
         return _data(result, "eth_call")
 
-    async def fee_history(
-        self, block_count: int, newest: BlockId, percentiles: Sequence[float]
-    ) -> FeeHistory:
-        raw = await self.call(
-            "eth_feeHistory", [hex(block_count), _block_id(newest), list(percentiles)]
-        )
+    async def fee_history(self, block_count: int, newest: BlockId, percentiles: Sequence[float]) -> FeeHistory:
+        raw = await self.call("eth_feeHistory", [hex(block_count), _block_id(newest), list(percentiles)])
         if not isinstance(raw, dict):
             raise RpcError(f"{self.name}: eth_feeHistory answered {raw!r}")
         return _fee_history(raw)
@@ -544,9 +528,7 @@ class RpcClient:
 
     async def max_priority_fee(self) -> int:
         """The node's own tip suggestion (eth_maxPriorityFeePerGas)."""
-        return _quantity(
-            await self.call("eth_maxPriorityFeePerGas", []), "eth_maxPriorityFeePerGas"
-        )
+        return _quantity(await self.call("eth_maxPriorityFeePerGas", []), "eth_maxPriorityFeePerGas")
 
     async def erc20_balance(self, token: str, owner: str, block: BlockId = "latest") -> int:
         data = "0x" + BALANCE_OF_SELECTOR + _address_word(owner)
@@ -598,9 +580,7 @@ def _items(body: Any) -> list[dict[str, Any]]:
 
 def _is_rpc_body(body: Any) -> bool:
     items = _items(body)
-    return bool(items) and all(
-        isinstance(item, dict) and ("result" in item or "error" in item) for item in items
-    )
+    return bool(items) and all(isinstance(item, dict) and ("result" in item or "error" in item) for item in items)
 
 
 def _result_of(item: dict[str, Any], method: str) -> Any:

@@ -29,9 +29,7 @@ class Payload:
     data: bytes
 
 
-def tx_fields(
-    *, chain_id: int, nonce: int, payload: Payload, gas: int, fee_fields: dict[str, int]
-) -> dict[str, Any]:
+def tx_fields(*, chain_id: int, nonce: int, payload: Payload, gas: int, fee_fields: dict[str, int]) -> dict[str, Any]:
     return {
         "chainId": chain_id,
         "nonce": nonce,

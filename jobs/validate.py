@@ -16,8 +16,8 @@ from db.states import WithdrawalStatus
 from db.withdrawals import transition
 from jobs import context
 from jobs.plan import plan
-from jobs.retry import backoff
 from jobs.queue import queue
+from jobs.retry import backoff
 
 log = logging.getLogger("payouts.jobs.validate")
 
@@ -32,9 +32,7 @@ async def take_pending(pool: AsyncConnectionPool, chain: str, limit: int = BATCH
         ids = [row["id"] for row in await cur.fetchall()]  # type: ignore[call-overload]
         if not ids:
             return 0
-        moved = await transition(
-            conn, ids, WithdrawalStatus.PENDING, WithdrawalStatus.VALIDATING, note=INTAKE_NOTE
-        )
+        moved = await transition(conn, ids, WithdrawalStatus.PENDING, WithdrawalStatus.VALIDATING, note=INTAKE_NOTE)
     return len(moved)
 
 

@@ -30,13 +30,16 @@ def payouts(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = os.environ | {"DATABASE_URL": database_url}
     return subprocess.run(
         [sys.executable, "-m", "app.cli", *args],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60, check=False,
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
 
-def defer_jobs(
-    database_url: str, *, fail: int, wait: int = 0, queueing_lock: str | None = None
-) -> list[int]:
+def defer_jobs(database_url: str, *, fail: int, wait: int = 0, queueing_lock: str | None = None) -> list[int]:
     """Defer `fail` validate jobs and fail them as a worker would, then defer `wait` more that stay
     todo; returns the failed ids, then the waiting ones."""
 
@@ -70,9 +73,7 @@ def defer_jobs(
 
 
 def job_status(db: Conn, job_id: int) -> str:
-    row = db.execute(
-        "SELECT status::text AS status FROM procrastinate_jobs WHERE id = %s", [job_id]
-    ).fetchone()
+    row = db.execute("SELECT status::text AS status FROM procrastinate_jobs WHERE id = %s", [job_id]).fetchone()
     assert row is not None
     return row["status"]
 
@@ -89,9 +90,7 @@ def test_failed_lists_dead_letters_with_args_attempts_and_time(db: Conn, databas
     assert len(lines) == 1  # the waiting job is not a dead letter
     job_id, queue_name, task, attempts, failed_at, args = lines[0].split(maxsplit=5)
     assert (int(job_id), queue_name, task, attempts) == (failed, "validate", "validate", "1")
-    event = db.execute(
-        "SELECT at FROM procrastinate_events WHERE job_id = %s AND type = 'failed'", [failed]
-    ).fetchone()
+    event = db.execute("SELECT at FROM procrastinate_events WHERE job_id = %s AND type = 'failed'", [failed]).fetchone()
     assert event is not None
     assert failed_at == event["at"].astimezone(UTC).isoformat(timespec="seconds")
     assert json.loads(args) == {"chain": "localhost"}
@@ -164,14 +163,8 @@ def test_stats_counts_jobs_per_queue_and_status(db: Conn, database_url: str) -> 
     assert result.returncode == 0, result.stderr
     header, *rows = result.stdout.splitlines()
     columns = header.split()
-    assert columns == [
-        "queue", "todo", "doing", "failed", "succeeded", "cancelled", "aborted", "stalled"
-    ]
-    by_queue = {
-        row.split()[0]: dict(zip(columns[1:], map(int, row.split()[1:]), strict=True))
-        for row in rows
-    }
+    assert columns == ["queue", "todo", "doing", "failed", "succeeded", "cancelled", "aborted", "stalled"]
+    by_queue = {row.split()[0]: dict(zip(columns[1:], map(int, row.split()[1:]), strict=True)) for row in rows}
     assert by_queue == {
-        "validate": {"todo": 1, "doing": 0, "failed": 2, "succeeded": 0, "cancelled": 0,
-                     "aborted": 0, "stalled": 0},
+        "validate": {"todo": 1, "doing": 0, "failed": 2, "succeeded": 0, "cancelled": 0, "aborted": 0, "stalled": 0},
     }

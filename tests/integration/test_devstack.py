@@ -51,7 +51,10 @@ def test_dev_stack_runs_supervises_and_stops(database_url: str, tmp_path: Path) 
     out = (tmp_path / "devstack.out").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "scripts/devstack.py", "--api-port", str(api_port), "--chain-port", str(chain_port)],
-        cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=out,
+        stderr=subprocess.STDOUT,
     )
     stack_file = dev_dir / "stack.json"
     http = httpx.Client(timeout=10)
@@ -73,12 +76,18 @@ def test_dev_stack_runs_supervises_and_stops(database_url: str, tmp_path: Path) 
         created = http.post(
             "/v1/withdrawals",
             headers={"Idempotency-Key": "devstack-1"},
-            json={"chain": "localhost", "asset": "USDT", "to": "0x976EA74026E726554dB657fA54763abd0C3a0aa9", "amount": "1.5"},
+            json={
+                "chain": "localhost",
+                "asset": "USDT",
+                "to": "0x976EA74026E726554dB657fA54763abd0C3a0aa9",
+                "amount": "1.5",
+            },
         )
         assert created.status_code == 201, created.text
         wid = created.json()["id"]
-        done = wait_for(lambda: (w := http.get(f"/v1/withdrawals/{wid}").json())["status"] == "CONFIRMED" and w,
-                        60, "CONFIRMED")
+        done = wait_for(
+            lambda: (w := http.get(f"/v1/withdrawals/{wid}").json())["status"] == "CONFIRMED" and w, 60, "CONFIRMED"
+        )
         assert done["tx_hash"] and done["confirmations"] >= 2
         assert http.get("/readyz").json()["status"] == "ok"
 
@@ -86,9 +95,14 @@ def test_dev_stack_runs_supervises_and_stops(database_url: str, tmp_path: Path) 
         victim = stack["processes"]["worker"][0]
         os.kill(victim, signal.SIGKILL)
         restarted = wait_for(
-            lambda: (s := read_stack(stack_file)) and victim not in s["processes"]["worker"]
-            and len(s["processes"]["worker"]) == 2 and s,
-            30, "the worker to be restarted",
+            lambda: (
+                (s := read_stack(stack_file))
+                and victim not in s["processes"]["worker"]
+                and len(s["processes"]["worker"]) == 2
+                and s
+            ),
+            30,
+            "the worker to be restarted",
         )
         assert all(alive(pid) for pids in restarted["processes"].values() for pid in pids)
         pids = [pid for pids in restarted["processes"].values() for pid in pids]

@@ -32,8 +32,14 @@ async def allocate(url: str, chain_count: int, count: int, *, fail: bool = False
                 taken = list(range(start, start + count))
                 if fail:
                     raise SigningFailed
-                await conn.execute(query("set_nonce"), {"chain": CHAIN.name, "address": SENDER,  # type: ignore[union-attr]
-                                                        "next_nonce": start + count})
+                await conn.execute(
+                    query("set_nonce"),
+                    {
+                        "chain": CHAIN.name,
+                        "address": SENDER,  # type: ignore[union-attr]
+                        "next_nonce": start + count,
+                    },
+                )
         except SigningFailed:
             return []
     return taken

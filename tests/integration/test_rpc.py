@@ -68,9 +68,7 @@ def anvil(
     log_dir: Path, *, port: int | None = None, chain_id: int = CHAIN_ID, args: Sequence[str] = ()
 ) -> Iterator[str]:
     port = port or free_port()
-    proc = start_anvil(
-        port=port, chain_id=chain_id, log_path=log_dir / f"anvil-{port}.log", extra_args=args
-    )
+    proc = start_anvil(port=port, chain_id=chain_id, log_path=log_dir / f"anvil-{port}.log", extra_args=args)
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
@@ -129,9 +127,7 @@ def dead_url() -> str:
     return f"http://127.0.0.1:{free_port()}/v3/{SECRET}?apikey={SECRET}"
 
 
-def transfer(
-    sender: int, *, nonce: int, fees: Fees, value: int = 1, chain_id: int = CHAIN_ID
-) -> SignedTransaction:
+def transfer(sender: int, *, nonce: int, fees: Fees, value: int = 1, chain_id: int = CHAIN_ID) -> SignedTransaction:
     tx = {"chainId": chain_id, "nonce": nonce, "to": RECIPIENT, "value": value, "gas": 21_000}
     return Account.sign_transaction(tx | fees.tx_fields(), dev_account(sender).key)
 
@@ -145,9 +141,7 @@ async def rejection(rpc: RpcClient, signed: SignedTransaction) -> RpcError:
 # -- failover and health ----------------------------------------------------------------------
 
 
-def test_fails_over_from_a_dead_url_and_reports_it(
-    anvil_url: str, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_fails_over_from_a_dead_url_and_reports_it(anvil_url: str, caplog: pytest.LogCaptureFixture) -> None:
     async def scenario() -> list[int]:
         async with RpcClient([dead_url(), anvil_url], chain_id=CHAIN_ID, name="anvil") as rpc:
             numbers = [await rpc.block_number(), await rpc.chain_id()]
@@ -209,9 +203,7 @@ def test_fails_over_on_429_401_503_rate_limit_answers_and_timeouts(
 ) -> None:
     with (
         stub_rpc(429) as too_many,
-        stub_rpc(
-            401, {"jsonrpc": "2.0", "id": 1, "error": {"code": -32600, "message": "bad key"}}
-        ) as unauthorized,
+        stub_rpc(401, {"jsonrpc": "2.0", "id": 1, "error": {"code": -32600, "message": "bad key"}}) as unauthorized,
         stub_rpc(503) as unavailable,
         stub_rpc(200, RATE_LIMITED_ANSWER) as limited,
         stub_rpc(200, {"jsonrpc": "2.0", "id": 1, "result": "0x7a69"}, delay=2.0) as slow,
@@ -367,11 +359,7 @@ def test_a_failing_transfer_from_reverts_with_the_token_reason(
 ) -> None:
     url, info = token_chain
     token, main, hot = info["tokens"]["USDT"], info["main_account"], info["hot_wallets"][0]
-    data = (
-        TRANSFER_FROM
-        + b"".join(bytes(12) + bytes.fromhex(a[2:]) for a in (main, hot))
-        + (1).to_bytes(32, "big")
-    )
+    data = TRANSFER_FROM + b"".join(bytes(12) + bytes.fromhex(a[2:]) for a in (main, hot)) + (1).to_bytes(32, "big")
 
     async def scenario() -> None:
         async with RpcClient([url], chain_id=CHAIN_ID) as rpc:
@@ -417,15 +405,11 @@ def test_suggest_fees_is_twice_the_next_base_fee_plus_the_median_tip(anvil_url: 
                 await rpc.send_raw_transaction(signed.raw_transaction)
             fees = await suggest_fees(rpc, ANVIL)
             history = await rpc.fee_history(10, "latest", [50])
-            capped = await suggest_fees(
-                rpc, replace(ANVIL, max_fee_per_gas=GWEI, max_priority_fee_per_gas=GWEI // 10)
-            )
+            capped = await suggest_fees(rpc, replace(ANVIL, max_fee_per_gas=GWEI, max_priority_fee_per_gas=GWEI // 10))
             await rpc.send_raw_transaction(transfer(5, nonce=3, fees=fees).raw_transaction)
         next_base_fee = history.base_fees[-1]
         assert fees == Fees.eip1559(2 * next_base_fee + 2 * GWEI, 2 * GWEI, capped=False)
-        assert capped == Fees.eip1559(
-            min(GWEI, 2 * next_base_fee + GWEI // 10), GWEI // 10, capped=True
-        )
+        assert capped == Fees.eip1559(min(GWEI, 2 * next_base_fee + GWEI // 10), GWEI // 10, capped=True)
 
     run(scenario())
 

@@ -22,9 +22,7 @@ S = WithdrawalStatus
 ADDRESS = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
 
 
-def include_object(
-    obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
-) -> bool:
+def include_object(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
     return not (type_ == "table" and name is not None and name.startswith("procrastinate_"))
 
 
@@ -41,8 +39,7 @@ def insert_withdrawal(db: Conn, client_id: uuid.UUID, amount: int = 1_000_000) -
 
 def events(db: Conn, withdrawal_id: uuid.UUID) -> list[tuple[str | None, str, str | None]]:
     rows = db.execute(
-        "SELECT from_status, to_status, note FROM withdrawal_events"
-        " WHERE withdrawal_id = %s ORDER BY id",
+        "SELECT from_status, to_status, note FROM withdrawal_events WHERE withdrawal_id = %s ORDER BY id",
         (withdrawal_id,),
     ).fetchall()
     return [(r["from_status"], r["to_status"], r["note"]) for r in rows]
@@ -153,9 +150,7 @@ def test_every_illegal_edge_is_refused_by_the_database(db: Conn) -> None:
 def test_a_legal_update_writes_an_event_row(db: Conn) -> None:
     client_id, _ = make_client(db, "acme")
     withdrawal_id = insert_withdrawal(db, client_id)
-    before = db.execute(
-        "SELECT updated_at FROM withdrawals WHERE id = %s", (withdrawal_id,)
-    ).fetchone()
+    before = db.execute("SELECT updated_at FROM withdrawals WHERE id = %s", (withdrawal_id,)).fetchone()
     db.execute(
         "UPDATE withdrawals SET status = 'VALIDATING', status_note = 'taken' WHERE id = %s",
         (withdrawal_id,),
@@ -169,9 +164,7 @@ def test_a_legal_update_writes_an_event_row(db: Conn) -> None:
         ("PENDING", "VALIDATING", "taken"),
         ("VALIDATING", "SIGNING", None),
     ]
-    after = db.execute(
-        "SELECT updated_at FROM withdrawals WHERE id = %s", (withdrawal_id,)
-    ).fetchone()
+    after = db.execute("SELECT updated_at FROM withdrawals WHERE id = %s", (withdrawal_id,)).fetchone()
     assert before is not None and after is not None and after["updated_at"] > before["updated_at"]
 
 
@@ -216,10 +209,7 @@ def test_a_withdrawal_has_at_most_one_live_payout_item(db: Conn) -> None:
     client_id, _ = make_client(db, "acme")
     withdrawal_id = insert_withdrawal(db, client_id)
     first, second, third = new_payout(db), new_payout(db), new_payout(db)
-    add_item = (
-        "INSERT INTO payout_items (payout_id, withdrawal_id, amount, live)"
-        " VALUES (%s, %s, 1000000, %s)"
-    )
+    add_item = "INSERT INTO payout_items (payout_id, withdrawal_id, amount, live) VALUES (%s, %s, 1000000, %s)"
     db.execute(add_item, (first, withdrawal_id, True))
     with pytest.raises(psycopg.errors.UniqueViolation) as exc:
         db.execute(add_item, (second, withdrawal_id, True))

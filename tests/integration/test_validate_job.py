@@ -48,8 +48,7 @@ def events_by_withdrawal(
     db: Conn,
 ) -> dict[str, list[tuple[str | None, str, str | None]]]:
     rows = db.execute(
-        "SELECT withdrawal_id::text AS withdrawal, from_status, to_status, note"
-        " FROM withdrawal_events ORDER BY id"
+        "SELECT withdrawal_id::text AS withdrawal, from_status, to_status, note FROM withdrawal_events ORDER BY id"
     ).fetchall()
     found: dict[str, list[tuple[str | None, str, str | None]]] = {}
     for r in rows:
@@ -57,9 +56,7 @@ def events_by_withdrawal(
     return found
 
 
-def test_take_pending_moves_a_chains_pending_withdrawals(
-    http: httpx.Client, db: Conn, database_url: str
-) -> None:
+def test_take_pending_moves_a_chains_pending_withdrawals(http: httpx.Client, db: Conn, database_url: str) -> None:
     made = create(http, 3)
     canceled = create(http, 1)[0]
     assert http.post(f"/v1/withdrawals/{canceled}/cancel").status_code == 200
@@ -89,9 +86,7 @@ def test_take_pending_moves_a_chains_pending_withdrawals(
         assert (body["status"], body["status_note"]) == ("VALIDATING", INTAKE_NOTE)
 
 
-def test_take_pending_honours_the_limit_oldest_first(
-    http: httpx.Client, db: Conn, database_url: str
-) -> None:
+def test_take_pending_honours_the_limit_oldest_first(http: httpx.Client, db: Conn, database_url: str) -> None:
     made = create(http, 5)
 
     async def run() -> int:
@@ -106,9 +101,7 @@ def test_take_pending_honours_the_limit_oldest_first(
     assert [now[i] for i in made] == ["VALIDATING", "VALIDATING", "PENDING", "PENDING", "PENDING"]
 
 
-def test_concurrent_takers_never_move_a_withdrawal_twice(
-    http: httpx.Client, db: Conn, database_url: str
-) -> None:
+def test_concurrent_takers_never_move_a_withdrawal_twice(http: httpx.Client, db: Conn, database_url: str) -> None:
     made = create(http, 30) + create(http, 10, asset="ETH", amount="0.001")
 
     async def drain(pool: object) -> list[int]:

@@ -29,11 +29,7 @@ def test_every_query_the_code_names_exists() -> None:
     used: set[str] = set()
     for folder in ("app", "db", "jobs"):
         for path in (REPO_ROOT / folder).rglob("*.py"):
-            used |= set(
-                re.findall(
-                    r"""\bquery\(\s*["']([a-z_0-9]+)["']""", path.read_text(encoding="utf-8")
-                )
-            )
+            used |= set(re.findall(r"""\bquery\(\s*["']([a-z_0-9]+)["']""", path.read_text(encoding="utf-8")))
     assert used, "no query(...) calls found: the scan is broken"
     assert used <= set(shipped()), sorted(used - set(shipped()))
 

@@ -39,9 +39,7 @@ max = "{max}"
 """
 
 
-def chain_toml(
-    name: str = "dev", chain_id: int = 31337, min: str = "0.01", max: str = "1000"
-) -> str:
+def chain_toml(name: str = "dev", chain_id: int = 31337, min: str = "0.01", max: str = "1000") -> str:
     return VALID_CHAIN.format(name=name, chain_id=chain_id, min=min, max=max)
 
 
@@ -69,9 +67,7 @@ def test_shipped_registry_details() -> None:
     bsc = registry.chains["bsc"]
     assert bsc.fee_model == "legacy"
     assert registry.chains["bsc-testnet"].fee_model == "legacy"
-    assert {c.fee_model for n, c in registry.chains.items() if not n.startswith("bsc")} == {
-        "eip1559"
-    }
+    assert {c.fee_model for n, c in registry.chains.items() if not n.startswith("bsc")} == {"eip1559"}
     # BEP-20 stablecoins on BSC have 18 decimals, elsewhere 6.
     assert bsc.asset("USDT") is not None and bsc.asset("USDT").decimals == 18  # type: ignore[union-attr]
     assert bsc.max_fee_per_gas == 20 * 10**9
@@ -101,9 +97,7 @@ def test_rpc_url_override_must_be_http() -> None:
 
 
 def test_enabled_chains_override() -> None:
-    registry = load_registry(
-        DEFAULT_REGISTRY_FILE, environ={"PAYOUTS_ENABLED_CHAINS": "polygon, bsc"}
-    )
+    registry = load_registry(DEFAULT_REGISTRY_FILE, environ={"PAYOUTS_ENABLED_CHAINS": "polygon, bsc"})
     assert sorted(c.name for c in registry.enabled) == ["bsc", "polygon"]
     assert registry.chains["localhost"].enabled is False
 
@@ -139,9 +133,7 @@ def test_missing_field(tmp_path: Path) -> None:
 
 
 def test_wrong_type(tmp_path: Path) -> None:
-    message = refused(
-        write(tmp_path, chain_toml().replace("chain_id = 31337", 'chain_id = "31337"'))
-    )
+    message = refused(write(tmp_path, chain_toml().replace("chain_id = 31337", 'chain_id = "31337"')))
     assert "chains.dev.chain_id has the wrong type" in message
 
 

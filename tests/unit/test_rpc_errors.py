@@ -228,10 +228,7 @@ def test_eip1559_bump_is_a_valid_replacement_within_caps(
     new = bump_fees(old, suggested, chain(max_fee=cap_fee, max_tip=cap_tip))
     assert old.max_fee_per_gas is not None and old.max_priority_fee_per_gas is not None
     if new is None:
-        assert (
-            min_replacement(old.max_fee_per_gas) > cap_fee
-            or min_replacement(old.max_priority_fee_per_gas) > cap_tip
-        )
+        assert min_replacement(old.max_fee_per_gas) > cap_fee or min_replacement(old.max_priority_fee_per_gas) > cap_tip
         return
     assert new.max_fee_per_gas is not None and new.max_priority_fee_per_gas is not None
     assert accepted_as_replacement(new.max_fee_per_gas, old.max_fee_per_gas)
@@ -242,9 +239,7 @@ def test_eip1559_bump_is_a_valid_replacement_within_caps(
 
 
 @given(old=wei, suggested=wei, cap=wei)
-def test_legacy_bump_is_a_valid_replacement_within_the_cap(
-    old: int, suggested: int, cap: int
-) -> None:
+def test_legacy_bump_is_a_valid_replacement_within_the_cap(old: int, suggested: int, cap: int) -> None:
     new = bump_fees(Fees.legacy(old), Fees.legacy(suggested), chain(max_fee=cap, max_tip=0))
     if new is None:
         assert min_replacement(old) > cap

@@ -83,9 +83,7 @@ def test_allowed_edges_pass(from_status: WithdrawalStatus, to_status: Withdrawal
 
 
 @pytest.mark.parametrize(("from_status", "to_status"), REFUSED_PAIRS)
-def test_every_other_pair_is_refused(
-    from_status: WithdrawalStatus, to_status: WithdrawalStatus
-) -> None:
+def test_every_other_pair_is_refused(from_status: WithdrawalStatus, to_status: WithdrawalStatus) -> None:
     with pytest.raises(IllegalTransition) as exc:
         check_transition(from_status, to_status)
     assert (exc.value.from_status, exc.value.to_status) == (from_status, to_status)
