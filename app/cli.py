@@ -9,6 +9,8 @@ payouts wallets list
 payouts jobs failed [--limit N]              dead letters: jobs that failed their last try
 payouts jobs retry ID                        queue a failed job again
 payouts jobs stats                           jobs per queue and status
+payouts contract address                     the batch-payout contract's address (every chain)
+payouts contract deploy CHAIN                deploy it; the paying key is read from stdin
 """
 
 from __future__ import annotations
@@ -20,11 +22,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 from psycopg.rows import dict_row
 
 from app.addresses import AddressError, parse_address
-from app.registry import load_registry
+from app.registry import load_registry, redact_url
 from app.settings import Settings, SettingsError
 from db import clients, wallets
 from db.engine import psycopg_url
@@ -197,6 +200,36 @@ def cmd_jobs_stats(settings: Settings, args: argparse.Namespace) -> None:
         )
 
 
+def cmd_contract_address(settings: Settings | None, args: argparse.Namespace) -> None:
+    from jobs.batchcontract import batch_contract_address
+
+    print(batch_contract_address())
+
+
+def cmd_contract_deploy(settings: Settings | None, args: argparse.Namespace) -> None:
+    """Deploy the batch contract on a chain, paying gas with a key read from standard input."""
+    from jobs.batchcontract import deploy_batch_contract
+
+    chain = load_registry().get(args.chain)
+    if chain is None:
+        raise CommandError(f"unknown chain {args.chain!r}")
+    key = sys.stdin.readline().strip().removeprefix("0x")
+    if len(key) != 64 or any(c not in "0123456789abcdefABCDEF" for c in key):
+        raise CommandError("expected a 32-byte hex private key on standard input (it is never taken from arguments)")
+    errors = []
+    for url in chain.rpc_urls:
+        try:
+            address = deploy_batch_contract(url, bytes.fromhex(key))
+        except (RuntimeError, httpx.HTTPError) as exc:
+            errors.append(f"{redact_url(url)}: {type(exc).__name__}: {exc}")
+            continue
+        print(f"batch contract on {chain.name}: {address}")
+        if chain.batch_contract != address:
+            print(f'set batch_contract = "{address}" for {chain.name} in chains.toml to turn batching on')
+        return
+    raise CommandError("deployment failed on every RPC URL: " + "; ".join(errors))
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="payouts", description="Payouts operator commands")
     sub = p.add_subparsers(dest="command", required=True)
@@ -238,13 +271,20 @@ def parser() -> argparse.ArgumentParser:
     jr.add_argument("id", type=positive_int, help="the job id, as `payouts jobs failed` shows it")
     jr.set_defaults(func=cmd_jobs_retry)
     j.add_parser("stats", help="jobs per queue and status").set_defaults(func=cmd_jobs_stats)
+    k2 = sub.add_parser("contract", help="the batch-payout contract").add_subparsers(dest="action", required=True)
+    k2.add_parser("address", help="its address (the same on every chain)").set_defaults(
+        func=cmd_contract_address, needs_db=False
+    )
+    kd = k2.add_parser("deploy", help="deploy it on a chain; the paying key is read from standard input")
+    kd.add_argument("chain")
+    kd.set_defaults(func=cmd_contract_deploy, needs_db=False)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        args.func(Settings.from_env(), args)
+        args.func(Settings.from_env() if getattr(args, "needs_db", True) else None, args)
     except (CommandError, SettingsError) as exc:
         print(f"payouts: {exc}", file=sys.stderr)
         return 2

@@ -82,14 +82,19 @@ def check_transition(from_status: WithdrawalStatus, to_status: WithdrawalStatus)
         raise IllegalTransition(from_status, to_status)
 
 
-def is_reachable(status: WithdrawalStatus) -> bool:
-    """Whether `status` can be reached from PENDING: every status must be."""
-    seen = {S.PENDING}
-    frontier = [S.PENDING]
+def reachable_from(start: WithdrawalStatus) -> set[WithdrawalStatus]:
+    """Every status some path of allowed transitions leads to from `start` (itself included)."""
+    seen = {start}
+    frontier = [start]
     while frontier:
         current = frontier.pop()
         for a, b in ALLOWED_TRANSITIONS:
             if a == current and b not in seen:
                 seen.add(b)
                 frontier.append(b)
-    return status in seen
+    return seen
+
+
+def is_reachable(status: WithdrawalStatus) -> bool:
+    """Whether `status` can be reached from PENDING: every status must be."""
+    return status in reachable_from(S.PENDING)

@@ -366,3 +366,18 @@ class _Sender:
             if receipt["status"] != 1:
                 raise RuntimeError(f"transaction {tx_hash.to_0x_hex()} reverted")
         self.pending.clear()
+
+
+def wait_until_serving(url: str, proc: subprocess.Popen[Any], timeout: float = 30.0) -> None:
+    """Return once `url` answers 200; raise RuntimeError if `proc` exits or time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the server exited with {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass  # not listening yet
+        time.sleep(0.1)
+    raise RuntimeError(f"the server did not answer {url} within {timeout}s")

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psycopg
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -157,17 +156,10 @@ def write_stack(state: dict[str, Any], procs: list[Supervised]) -> None:
 
 
 def wait_http(url: str, proc: subprocess.Popen, name: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"[dev] {name} exited with {proc.returncode}; see {LOG_DIR / (name + '.log')}")
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"[dev] {name} did not answer {url} within {timeout}s; see {LOG_DIR / (name + '.log')}")
+    try:
+        devchain.wait_until_serving(url, proc, timeout)
+    except RuntimeError as exc:
+        raise SystemExit(f"[dev] {name}: {exc}; see {LOG_DIR / (name + '.log')}") from None
 
 
 def stop_leftovers() -> None:

@@ -11,7 +11,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from psycopg.rows import dict_row
 
 from app.cli import migrate
 from db import clients
+from jobs import devchain
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ADMIN_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -79,17 +79,10 @@ class Api:
 
 
 def wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"server did not answer {url} in {timeout}s:\n{log.read_text()[-3000:]}")
+    try:
+        devchain.wait_until_serving(url, proc, timeout)
+    except RuntimeError as exc:
+        raise RuntimeError(f"{exc}:\n{log.read_text()[-3000:]}") from None
 
 
 @contextlib.contextmanager

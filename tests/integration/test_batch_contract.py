@@ -3,6 +3,9 @@ funds through it but the hot wallet itself."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +21,7 @@ from jobs.batchcontract import (
     pay_native_data,
     pay_token_data,
 )
-from tests.conftest import free_port
+from tests.conftest import REPO_ROOT, free_port
 
 pytestmark = pytest.mark.chain
 
@@ -103,3 +106,27 @@ def test_native_payment_to_a_contract_that_refuses_it_reverts(w3: Web3) -> None:
     data = pay_native_data([ok, refuser], [10**15, 10**15])
     assert send(w3, 1, batch_contract_address(), data, value=2 * 10**15) == 0
     assert w3.eth.get_balance(ok) == 0
+
+
+def test_operators_deploy_it_with_a_key_from_stdin(tmp_path: Path) -> None:
+    port = free_port()
+    proc = devchain.start_anvil(port=port, log_path=tmp_path / "anvil.log")
+    try:
+        url = f"http://127.0.0.1:{port}"
+        env = os.environ | {"PAYOUTS_RPC_URLS_LOCALHOST": url}
+        key = devchain.dev_account(devchain.DEPLOYER_INDEX).key.hex()
+        done = subprocess.run(
+            [sys.executable, "-m", "app.cli", "contract", "deploy", "localhost"],
+            input=key + "\n",
+            capture_output=True,
+            text=True,
+            cwd=REPO_ROOT,
+            env=env,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        assert batch_contract_address() in done.stdout
+        assert key.removeprefix("0x") not in done.stdout + done.stderr
+        assert Web3(Web3.HTTPProvider(url)).eth.get_code(batch_contract_address())
+    finally:
+        devchain.stop_process(proc)
