@@ -27,6 +27,13 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
+# Benchmarks print figures (never part of `make test`); results also go to bench/results/.
+bench: $(STAMP)
+	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+	@mkdir -p bench/results
+	$(PY) -m bench.ingest --out bench/results/ingest.md
+	$(PY) -m bench.gas_report --out bench/results/gas.md
+
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy app db jobs
 

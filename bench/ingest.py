@@ -1,0 +1,158 @@
+"""Ingest benchmark: POST /v1/withdrawals against a bare INSERT + defer endpoint, side by side.
+
+    .venv/bin/python -m bench.ingest [--duration 10] [--out FILE]
+
+Creates a scratch database (`payouts_bench`, on TEST_DATABASE_URL's server), serves the API and
+the bare endpoint from one uvicorn process (uvloop, httptools, one worker), and drives both with
+wrk (Debian package `wrk`, a separate process; 2 threads) at 10, 100 and 1,000 connections.
+No job worker runs, so the measure is the API alone. Both share the machine's 2 cores with wrk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+
+from app.cli import migrate
+from bench.server import BARE_TABLE
+from db import clients
+from jobs import devchain
+from tests.conftest import ADMIN_URL, REPO_ROOT, free_port
+
+CONNECTIONS = (10, 100, 1000)
+RECIPIENT = "0x976EA74026E726554dB657fA54763abd0C3a0aa9"
+SCRIPT = REPO_ROOT / "bench" / "post.lua"
+RESULT = re.compile(r"RESULT rps=([\d.]+) p50=([\d.]+) p95=([\d.]+) p99=([\d.]+) requests=(\d+) errors=(\d+)")
+
+
+def scratch_database() -> str:
+    name = "payouts_bench"
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.execute(f'CREATE DATABASE "{name}"')
+    url = ADMIN_URL.rpartition("/")[0] + "/" + name
+    migrate(url)
+    return url
+
+
+def run_wrk(url: str, path: str, key: str, connections: int, seconds: int, run: str) -> dict[str, float]:
+    env = os.environ | {"BENCH_PATH": path, "BENCH_KEY": key, "BENCH_TO": RECIPIENT, "BENCH_RUN": run}
+    done = subprocess.run(
+        [
+            "wrk",
+            "-t2",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--timeout",
+            "10s",
+            "-s",
+            str(REPO_ROOT / "bench/post.lua"),
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=seconds + 60,
+    )
+    match = RESULT.search(done.stdout)
+    if not match:
+        raise RuntimeError(f"wrk printed no result:\n{done.stdout}\n{done.stderr}")
+    rps, p50, p95, p99, requests, errors = match.groups()
+    return {
+        "rps": float(rps),
+        "p50": float(p50),
+        "p95": float(p95),
+        "p99": float(p99),
+        "requests": int(requests),
+        "errors": int(errors),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.ingest", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--duration", type=int, default=10, help="seconds per measurement (default 10)")
+    parser.add_argument("--out", type=Path, help="also write the table to this file")
+    args = parser.parse_args(argv)
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed: apt-get install wrk")
+
+    url = scratch_database()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(BARE_TABLE)
+        key = clients.create_key(conn, clients.create_client(conn, "bench"))
+    port = free_port()
+    log = (REPO_ROOT / "bench/results").resolve()
+    log.mkdir(parents=True, exist_ok=True)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "bench.server:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
+        cwd=REPO_ROOT,
+        env=os.environ | {"DATABASE_URL": url, "PAYOUTS_DB_POOL_SIZE": "20"},
+        stdout=(log / "server.log").open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    rows = []
+    try:
+        devchain.wait_until_serving(f"http://127.0.0.1:{port}/healthz", server, 30)
+        base = f"http://127.0.0.1:{port}"
+        run = str(time.time_ns())
+        for connections in CONNECTIONS:
+            api = run_wrk(base, "/v1/withdrawals", key, connections, args.duration, f"{run}-{connections}")
+            bare = run_wrk(base, "/bare", key, connections, args.duration, f"{run}-{connections}")
+            rows.append((connections, api, bare))
+            print(
+                f"{connections} connections: api {api['rps']:.0f}/s p95 {api['p95']:.1f} ms, "
+                f"bare {bare['rps']:.0f}/s p95 {bare['p95']:.1f} ms",
+                flush=True,
+            )
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+
+    lines = [
+        f"Ingest, {args.duration} s per cell, one uvicorn process (uvloop), wrk -t2 on the same 2-core machine:",
+        "",
+        "| connections | POST /v1/withdrawals req/s | p50 / p95 / p99 ms "
+        "| bare INSERT+defer req/s | p50 / p95 / p99 ms | ratio | errors (api / bare) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for connections, api, bare in rows:
+        lines.append(
+            f"| {connections} | {api['rps']:,.0f} | {api['p50']:.1f} / {api['p95']:.1f} / {api['p99']:.1f} "
+            f"| {bare['rps']:,.0f} | {bare['p50']:.1f} / {bare['p95']:.1f} / {bare['p99']:.1f} "
+            f"| {api['rps'] / bare['rps']:.0%} | {api['errors']} / {bare['errors']} |"
+        )
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.out:
+        args.out.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
