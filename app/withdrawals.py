@@ -22,7 +22,6 @@ from app.schemas import CreateWithdrawal, Failure, Withdrawal, WithdrawalPage
 from app.validation import request_hash, validate_order
 from db import withdrawals as repo
 from db.states import WithdrawalStatus
-from db.wallets import is_own_wallet
 from jobs.validate import validate as validate_job
 
 MAX_IDEMPOTENCY_KEY = 255
@@ -131,53 +130,51 @@ def idempotency_key(request: Request) -> str:
     return key
 
 
+def own_wallet_error() -> ApiError:
+    return ApiError(
+        422,
+        "address_is_own_wallet",
+        "the recipient is one of this system's own wallets",
+        errors=[{"field": "to", "code": "address_is_own_wallet", "message": "own wallet"}],
+    )
+
+
 async def create_withdrawal(request: Request) -> Response:
     client = await require_client(request)
     key = idempotency_key(request)
     body = parse_create(await read_body(request), request.headers.get("content-type"))
     fingerprint = request_hash(body)
-    pool = request.app.state.pool
-    try:
-        order = validate_order(request.app.state.registry, body)
-        async with pool.connection() as conn:
-            own = await is_own_wallet(conn, order.chain.name, order.to)
-        if own:
-            raise ApiError(
-                422,
-                "address_is_own_wallet",
-                "the recipient is one of this system's own wallets",
-                errors=[{"field": "to", "code": "address_is_own_wallet", "message": "own wallet"}],
-            )
-    except ApiError:
-        # A retry of a request that was accepted earlier gets its withdrawal, even if the rules
-        # (registry, wallets) changed since; only a new request is refused.
-        async with pool.connection() as conn:
+    async with request.app.state.pool.connection() as conn:
+        try:
+            order = validate_order(request.app.state.registry, body)
+        except ApiError:
+            # A retry of a request that was accepted earlier gets its withdrawal, even if the
+            # rules (registry, wallets) changed since; only a new request is refused.
             existing = await repo.get_by_idempotency_key(conn, client.id, key)
-        if existing is None:
-            raise
-        return replay(request, existing, fingerprint)
-
-    new = repo.NewWithdrawal(
-        client_id=client.id,
-        idempotency_key=key,
-        request_hash=fingerprint,
-        chain=order.chain.name,
-        asset=order.asset.symbol,
-        to_address=order.to,
-        amount=order.amount,
-        reference=body.reference,
-    )
-    async with pool.connection() as conn:
+            if existing is None:
+                raise
+            return replay(request, existing, fingerprint)
+        new = repo.NewWithdrawal(
+            client_id=client.id,
+            idempotency_key=key,
+            request_hash=fingerprint,
+            chain=order.chain.name,
+            asset=order.asset.symbol,
+            to_address=order.to,
+            amount=order.amount,
+            reference=body.reference,
+        )
         async with conn.transaction():
+            # Inserts nothing when the key was used already or the recipient is our own wallet.
             row = await repo.insert_withdrawal(conn, new)
             if row is not None:
                 # The outbox: the row and its first job commit together or not at all.
                 await validate_job.configure(connection=conn).defer_async(chain=order.chain.name)
         if row is None:
             existing = await repo.get_by_idempotency_key(conn, client.id, key)
-    if row is None:
-        assert existing is not None  # ON CONFLICT only skips when the row exists
-        return replay(request, existing, fingerprint)
+            if existing is None:
+                raise own_wallet_error()
+            return replay(request, existing, fingerprint)
     return JSONResponse(render(request, row), status_code=201, headers={"Location": f"/v1/withdrawals/{row['id']}"})
 
 

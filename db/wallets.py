@@ -5,15 +5,9 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from psycopg import AsyncConnection, Connection
+from psycopg import Connection
 
 from db.queries import query
-
-
-async def is_own_wallet(conn: AsyncConnection, chain: str, address: str) -> bool:
-    cur = await conn.execute(query("is_own_wallet"), {"chain": chain, "address": address})
-    row = await cur.fetchone()
-    return bool(row and row["own"])  # type: ignore[call-overload]
 
 
 def upsert_wallet(conn: Connection, chain: str, address: str, role: str, key_ref: str | None) -> uuid.UUID:

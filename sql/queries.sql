@@ -7,19 +7,15 @@ SELECT k.client_id, c.name AS client_name
 FROM api_keys k JOIN api_clients c ON c.id = k.client_id
 WHERE k.key_hash = %(key_hash)s AND k.revoked_at IS NULL AND c.disabled_at IS NULL;
 
--- name: is_own_wallet
--- Whether an address is one of our own wallets on a chain (a withdrawal to it would be a loop).
-SELECT EXISTS (
-    SELECT 1 FROM hot_wallets WHERE chain = %(chain)s AND address = %(address)s
-) AS own;
-
 -- name: insert_withdrawal
--- Create a withdrawal unless the client already used this idempotency key; returns no row then.
--- ON CONFLICT waits for a concurrent insert with the same key to commit, so duplicates that
+-- Create a withdrawal unless the client already used this idempotency key or the recipient is one
+-- of our own wallets on that chain; returns no row then (the caller tells which by reading the
+-- key). ON CONFLICT waits for a concurrent insert with the same key to commit, so duplicates that
 -- race each other end with exactly one row.
 INSERT INTO withdrawals (client_id, idempotency_key, request_hash, chain, asset, to_address, amount, reference)
-VALUES (%(client_id)s, %(idempotency_key)s, %(request_hash)s, %(chain)s, %(asset)s, %(to_address)s,
-        %(amount)s, %(reference)s)
+SELECT %(client_id)s, %(idempotency_key)s, %(request_hash)s, %(chain)s, %(asset)s, %(to_address)s,
+       %(amount)s, %(reference)s
+WHERE NOT EXISTS (SELECT 1 FROM hot_wallets WHERE chain = %(chain)s AND address = %(to_address)s)
 ON CONFLICT (client_id, idempotency_key) DO NOTHING
 RETURNING *;
 
