@@ -3,9 +3,9 @@
 """
 @title BatchPayout
 @notice Pays many recipients in one transaction, from the caller's own funds only.
-@dev No storage, no owner. The native path pays out of msg.value and keeps nothing; the token
-     path only calls transferFrom(msg.sender, ...), so an allowance given to this contract can
-     be spent by the approving wallet's own transactions and by nobody else.
+@dev No storage, no owner, no other functions. The native path pays out of msg.value and keeps
+     nothing; the token path only calls transferFrom(msg.sender, ...), so an allowance given to
+     this contract can be spent by the approving wallet's own transactions and by nobody else.
 """
 
 interface ERC20:
@@ -21,7 +21,11 @@ def pay_native(recipients: DynArray[address, MAX_RECIPIENTS], amounts: DynArray[
     total: uint256 = 0
     for i: uint256 in range(len(recipients), bound=MAX_RECIPIENTS):
         total += amounts[i]
-        raw_call(recipients[i], b"", value=amounts[i])
+        # A fixed message instead of the recipient's own revert data: a recipient that refuses
+        # the coin (or runs out of gas) is named by the caller's simulation, not by its output.
+        ok: bool = raw_call(recipients[i], b"", value=amounts[i], revert_on_failure=False)
+        assert ok, "native transfer failed"
+    # Every wei sent in is paid out: nothing can stay in the contract.
     assert total == msg.value, "value mismatch"
 
 

@@ -34,13 +34,14 @@ def compile_contract(source_path: Path) -> dict[str, Any]:
         source_path.read_text(encoding="utf-8"),
         # A relative name keeps compiler messages independent of the checkout location.
         contract_path=source_path.name,
-        output_formats=["abi", "bytecode"],
+        output_formats=["abi", "bytecode", "bytecode_runtime"],
     )
     return {
         "contract": source_path.stem,
         "compiler": COMPILER,
         "abi": output["abi"],
         "bytecode": output["bytecode"],
+        "bytecode_runtime": output["bytecode_runtime"],
     }
 
 
