@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,7 +25,7 @@ from app.registry import Asset, Chain
 from db.queries import query
 from db.states import WithdrawalStatus
 from db.withdrawals import transition
-from jobs.batchcontract import pay_native_data, pay_token_data
+from jobs.batchcontract import is_our_contract, pay_native_data, pay_token_data
 from jobs.fees import Fees, suggest_fees
 from jobs.queue import enqueue
 from jobs.rpc import RpcClient
@@ -126,6 +126,31 @@ async def existing_accounts(rpc: RpcClient, addresses: list[str]) -> set[str]:
     return found
 
 
+_verified: set[tuple[int, str]] = set()
+
+
+async def batch_contract_verified(rpc: RpcClient, chain: Chain) -> bool:
+    """The registry's batch_contract holds our contract's code (checked once per process).
+
+    A wrong address would take the coins of a native batch and pay nobody, while the transaction
+    still succeeds: batches go only to code that is exactly ours.
+    """
+    assert chain.batch_contract is not None
+    if (chain.chain_id, chain.batch_contract) in _verified:
+        return True
+    code = await rpc.call("eth_getCode", [chain.batch_contract, "latest"])
+    if not is_our_contract(code):
+        log.error(
+            "batch_contract %s on %s is not our batch contract (deploy it with `payouts contract deploy`);"
+            " paying one withdrawal per transaction",
+            chain.batch_contract,
+            chain.name,
+        )
+        return False
+    _verified.add((chain.chain_id, chain.batch_contract))
+    return True
+
+
 def batch_size(chain: Chain, asset: Asset, block_gas_limit: int) -> int:
     per_item = BATCH_ITEM_GAS["native" if asset.is_native else "token"]
     return max(1, min(chain.batch_max, int(block_gas_limit * chain.batch_gas_share) // per_item))
@@ -169,6 +194,8 @@ async def plan(pool: AsyncConnectionPool, rpc: RpcClient, chain: Chain, *, max_i
         budgets = await read_budgets(conn, rpc, chain, wallets, fees)
         existing: set[str] = set()
         block_gas_limit = 30_000_000
+        if chain.batch_contract is not None and not await batch_contract_verified(rpc, chain):
+            chain = replace(chain, batch_contract=None)  # pay one by one rather than into the void
         if chain.batch_contract is not None:
             native = [r["to_address"] for r in pending if r["asset"] == chain.native.symbol]
             existing = await existing_accounts(rpc, native) if native else set()

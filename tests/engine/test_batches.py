@@ -12,7 +12,7 @@ from jobs import devchain
 from jobs.batchcontract import batch_contract_address
 from tests.conftest import Api, run_api
 from tests.engine.conftest import Chain, Workers, new_recipient, start_chain, submit, wait_terminal
-from tests.engine.test_faults import assert_paid_exactly_once, mixed_orders
+from tests.engine.test_faults import assert_paid_exactly_once, chains_file, mixed_orders
 
 pytestmark = pytest.mark.chain
 
@@ -110,3 +110,29 @@ def test_500_withdrawals_on_three_chains_at_once(
     finally:
         for _, c, _ in chains.values():
             devchain.stop_process(c.process)
+
+
+def test_a_wrong_batch_contract_address_is_never_paid_into(
+    api: Api,
+    db: psycopg.Connection,
+    chain: Chain,
+    hot_wallets: list[str],
+    workers: Workers,
+    client_key: str,
+    tmp_path: Path,
+) -> None:
+    void = new_recipient()  # no code there: a native batch sent to it would pay nobody
+    workers.env["PAYOUTS_CHAINS_FILE"] = str(chains_file(tmp_path, batch_contract=void))
+    existing = [new_recipient() for _ in range(6)]
+    for address in existing:
+        chain.rpc("anvil_setBalance", [address, hex(10**15)])
+    orders = [("ETH", a, "0.01") for a in existing] + [("USDT", new_recipient(), "3") for _ in range(4)]
+    workers.start(1)
+    ids = submit(api, client_key, orders)
+    final = wait_terminal(db, ids, timeout=90)
+    assert {r["status"] for r in final.values()} == {"CONFIRMED"}
+    for address in existing:
+        assert chain.balance(address) == 10**15 + 10**16
+    assert chain.balance(void) == 0
+    assert db.execute("SELECT count(*) AS n FROM payouts").fetchone()["n"] == len(ids)
+    assert "is not our batch contract" in workers.logs()
