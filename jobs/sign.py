@@ -145,6 +145,23 @@ async def lock_nonce(conn: AsyncConnection, chain: Chain, sender: str, chain_non
             ours,
         )
         return chain_nonce
+    if chain_nonce < ours:
+        cur = await conn.execute(query("highest_live_nonce"), {"chain": chain.name, "sender": sender})
+        row = await cur.fetchone()
+        live = row["nonce"] if row else None  # type: ignore[call-overload]
+        if live is None or live < chain_nonce:
+            # A gap nothing of ours will fill (the chain forgot transactions, e.g. a reset dev
+            # chain or a restored node): a transaction above it would wait forever. Continue
+            # from the chain's count; none of the forgotten nonces is on chain, so no payment
+            # can be made twice by reusing them.
+            log.warning(
+                "nonce gap on %s for %s: chain is at %d, we were at %d with nothing in flight; from the chain now",
+                chain.name,
+                sender,
+                chain_nonce,
+                ours,
+            )
+            return chain_nonce
     return ours
 
 

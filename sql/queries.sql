@@ -408,3 +408,8 @@ SELECT EXISTS (
     SELECT 1 FROM payouts WHERE chain = %(chain)s AND sender = %(sender)s AND asset = %(asset)s
     AND kind = 'approve' AND status IN ('PLANNED', 'SIGNED', 'BROADCASTED', 'INCLUDED')
 ) AS pending;
+
+-- name: highest_live_nonce
+-- The highest nonce a sender's transactions on their way hold (NULL when none is).
+SELECT max(nonce) AS nonce FROM payouts
+WHERE chain = %(chain)s AND sender = %(sender)s AND status IN ('SIGNED', 'BROADCASTED', 'INCLUDED');

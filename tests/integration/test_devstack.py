@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 
 from tests.conftest import REPO_ROOT, free_port
@@ -44,7 +45,7 @@ def read_stack(path: Path) -> dict | None:
 
 
 @pytest.mark.chain
-def test_dev_stack_runs_supervises_and_stops(database_url: str, tmp_path: Path) -> None:
+def test_dev_stack_runs_supervises_and_stops(database_url: str, db: psycopg.Connection, tmp_path: Path) -> None:
     dev_dir = tmp_path / "dev"
     api_port, chain_port = free_port(), free_port()
     env = os.environ | {"DATABASE_URL": database_url, "PAYOUTS_DEV_DIR": str(dev_dir)}

@@ -51,6 +51,7 @@ def test_nonce_allocator_state_machine(database_url: str) -> None:
         def start(self) -> None:
             with psycopg.connect(database_url, autocommit=True) as conn:
                 conn.execute("DELETE FROM nonces")
+                conn.execute("DELETE FROM payouts WHERE sender = %s", (SENDER,))
             self.chain_count = 0  # transactions of the sender the chain has mined
             self.handed_out: list[int] = []
 
@@ -59,9 +60,17 @@ def test_nonce_allocator_state_machine(database_url: str) -> None:
             taken = asyncio.run(allocate(database_url, self.chain_count, count))
             assert taken[0] >= self.chain_count, "a nonce the chain already used"
             assert not set(taken) & set(self.handed_out), "a nonce handed out twice"
+            assert not set(taken) & {n for n in getattr(self, "forgotten", []) if n < self.chain_count}
             if self.handed_out:
                 assert taken[0] == max(self.handed_out[-1] + 1, self.chain_count), "a gap in the lane"
             self.handed_out += taken
+            with psycopg.connect(database_url, autocommit=True) as conn:
+                for n in taken:  # what the sign step stores with each nonce: a transaction on its way
+                    conn.execute(
+                        "INSERT INTO payouts (chain, sender, nonce, kind, status, asset, to_address)"
+                        " VALUES ('localhost', %s, %s, 'withdrawal', 'SIGNED', 'ETH', %s)",
+                        (SENDER, n, SENDER),
+                    )
 
         @rule(count=st.integers(1, 5))
         def signing_fails(self, count: int) -> None:
@@ -73,6 +82,22 @@ def test_nonce_allocator_state_machine(database_url: str) -> None:
         def ours_mined(self, count: int) -> None:
             ours_pending = [n for n in self.handed_out if n >= self.chain_count]
             self.chain_count += min(count, len(ours_pending))
+            with psycopg.connect(database_url, autocommit=True) as conn:
+                conn.execute(
+                    "UPDATE payouts SET status = 'CONFIRMED' WHERE sender = %s AND nonce < %s AND status = 'SIGNED'",
+                    (SENDER, self.chain_count),
+                )
+
+        @rule()
+        def chain_forgets_what_is_in_flight(self) -> None:
+            # A reset chain or a restored node: our transactions on their way are gone, and the
+            # watcher has given them up (here: marked superseded). The next nonce is the chain's.
+            with psycopg.connect(database_url, autocommit=True) as conn:
+                conn.execute(
+                    "UPDATE payouts SET status = 'SUPERSEDED' WHERE sender = %s AND status = 'SIGNED'", (SENDER,)
+                )
+            self.forgotten = [n for n in self.handed_out if n >= self.chain_count]
+            self.handed_out = [n for n in self.handed_out if n < self.chain_count]
 
         @rule(count=st.integers(1, 3))
         def key_used_outside(self, count: int) -> None:
@@ -81,7 +106,7 @@ def test_nonce_allocator_state_machine(database_url: str) -> None:
 
         @invariant()
         def lane_never_behind_what_it_handed_out(self) -> None:
-            if self.handed_out:
+            if self.handed_out and self.handed_out[-1] >= self.chain_count:
                 assert self.next_in_db() == self.handed_out[-1] + 1
 
         def next_in_db(self) -> int | None:
