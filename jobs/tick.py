@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 
-from procrastinate.exceptions import AlreadyEnqueued
+from procrastinate.exceptions import AlreadyEnqueued, ConnectorException
+from procrastinate.jobs import Status
 
 from db.queries import query
 from jobs import context
@@ -41,8 +42,17 @@ async def retry_stalled_jobs() -> int:
     """
     stalled = list(await queue.job_manager.get_stalled_jobs(seconds_since_heartbeat=STALLED_SECONDS))
     for job in stalled:
+        try:
+            await queue.job_manager.retry_job(job)
+        except ConnectorException:
+            # A job with the same queueing lock is already waiting (the tick re-queued the work):
+            # the stalled one is not needed any more.
+            await queue.job_manager.finish_job(job, status=Status.FAILED, delete_job=False)
+            log.warning(
+                "job %s[%s] was left running by a dead worker; its work is already queued", job.task_name, job.id
+            )
+            continue
         log.warning("job %s[%s] was left running by a dead worker; retrying it", job.task_name, job.id)
-        await queue.job_manager.retry_job(job)
     return len(stalled)
 
 
