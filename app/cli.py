@@ -5,7 +5,10 @@ payouts clients create NAME                  new API client; prints its first ke
 payouts keys create NAME                     another key for a client; printed once
 payouts keys revoke NAME                     revoke every key of a client
 payouts wallets add CHAIN ADDRESS --role hot|main [--key-ref REF]
-payouts wallets list
+payouts wallets create CHAIN --role hot|main  new wallet, key made and sealed in the vault; prints the address
+payouts wallets import CHAIN --role hot|main  seal a key read from stdin into the vault; prints the address
+payouts wallets list                         wallets and where their keys are (never the keys)
+payouts keys rotate-master [--rewrap-only]   new vault master key; re-wraps every data key under it
 payouts jobs failed [--limit N]              dead letters: jobs that failed their last try
 payouts jobs retry ID                        queue a failed job again
 payouts jobs stats                           jobs per queue and status
@@ -16,6 +19,7 @@ payouts contract deploy CHAIN                deploy it; the paying key is read f
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import sys
 from datetime import UTC, datetime
@@ -32,6 +36,9 @@ from app.settings import Settings, SettingsError
 from db import clients, wallets
 from db.engine import psycopg_url
 from db.queries import query
+from jobs import vault
+from jobs.keyproviders import MasterKeyProvider, ProviderError, provider_from_settings
+from jobs.keys import custody_check
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -97,11 +104,102 @@ def cmd_wallets_add(settings: Settings, args: argparse.Namespace) -> None:
     print(f"{args.role} wallet {address} on {args.chain}")
 
 
+def key_scheme(row: dict[str, Any]) -> str:
+    """Where a wallet's key is, for people: the scheme and the master key, never the key."""
+    scheme = (row["key_ref"] or "").partition(":")[0]
+    if not scheme:
+        return "no key"
+    if scheme == "vault":
+        return f"vault ({row['provider']} {row['master_key_id']})" if row["provider"] else "vault (missing!)"
+    return scheme
+
+
 def cmd_wallets_list(settings: Settings, args: argparse.Namespace) -> None:
     with connect(settings) as conn:
-        for row in wallets.list_wallets(conn):
+        for row in conn.execute(query("list_wallets_with_keys")).fetchall():
             disabled = "" if row["enabled"] else "  (disabled)"
-            print(f"{row['chain']:<18} {row['role']:<5} {row['address']}{disabled}")
+            print(f"{row['chain']:<18} {row['role']:<5} {row['address']}  {key_scheme(row)}{disabled}")
+
+
+def read_private_key(prompt: str) -> bytes:
+    """A 32-byte hex private key from standard input (hidden when typed), never from arguments."""
+    line = getpass.getpass(prompt) if sys.stdin.isatty() else sys.stdin.readline()
+    key = line.strip().removeprefix("0x")
+    if len(key) != 64 or any(c not in "0123456789abcdefABCDEF" for c in key):
+        raise CommandError("expected a 32-byte hex private key on standard input (it is never taken from arguments)")
+    return bytes.fromhex(key)
+
+
+def vault_provider(settings: Settings, *, create_local: bool) -> MasterKeyProvider:
+    custody_check(settings)
+    local_file = settings.custody.local_master_key_file
+    made = settings.custody.provider == "local" and create_local and not local_file.exists()
+    provider = provider_from_settings(settings.custody, create_local=create_local)
+    if made:
+        print(f"made a local master key file {local_file} (development only)", file=sys.stderr)
+    return provider
+
+
+def store_wallet_key(settings: Settings, chain: str, role: str, private_key: bytes) -> str:
+    from eth_account import Account
+
+    if load_registry().get(chain) is None:
+        raise CommandError(f"unknown chain {chain!r}")
+    address = Account.from_key(private_key).address
+    provider = vault_provider(settings, create_local=settings.environment != "production")
+    with connect(settings) as conn:
+        vault.store_new_key(conn, provider, chain, address, role, private_key)
+    print(f"{role} wallet on {chain}, key sealed in the vault ({provider.name}):", file=sys.stderr)
+    return address
+
+
+def cmd_wallets_create(settings: Settings, args: argparse.Namespace) -> None:
+    from eth_account import Account
+
+    print(store_wallet_key(settings, args.chain, args.role, bytes(Account.create().key)))
+
+
+def cmd_wallets_import(settings: Settings, args: argparse.Namespace) -> None:
+    from eth_account import Account
+
+    private_key = read_private_key("private key (hex, hidden): ")
+    try:
+        Account.from_key(private_key)
+    except Exception:  # zero, or not below the curve order; the library's message is not needed
+        raise CommandError("that is not a valid secp256k1 private key") from None
+    print(store_wallet_key(settings, args.chain, args.role, private_key))
+
+
+def cmd_keys_rotate_master(settings: Settings, args: argparse.Namespace) -> None:
+    provider = vault_provider(settings, create_local=False)
+
+    def progress(done: int, total: int) -> None:
+        print(f"re-wrapped {done}/{total}", file=sys.stderr, flush=True)
+
+    # Autocommit: each key is re-wrapped in its own short transaction (jobs/vault.py rewrap_all).
+    with psycopg.connect(psycopg_url(settings.database_url.reveal()), autocommit=True, row_factory=dict_row) as conn:
+        if not args.rewrap_only:
+            # Two master keys at most: an unfinished rotation is finished before a new key is made
+            # (Secrets Manager may drop a version that lost its AWSCURRENT/AWSPREVIOUS label).
+            current = provider.current_key_id()
+            behind = [r for r in conn.execute(query("wallet_keys_by_master_key")) if r["master_key_id"] != current]
+            if behind:
+                raise CommandError(
+                    f"{sum(r['keys'] for r in behind)} key(s) are not under the current master key yet: "
+                    "finish the last rotation first with `payouts keys rotate-master --rewrap-only`"
+                )
+            print(f"new master key {provider.rotate()} is now current", file=sys.stderr)
+        target = provider.current_key_id()
+        count = vault.rewrap_all(conn, provider, progress)
+        left = [r for r in conn.execute(query("wallet_keys_by_master_key")).fetchall() if r["master_key_id"] != target]
+    print(f"{count} data key(s) re-wrapped under {target}")
+    if left:
+        raise CommandError(f"{sum(r['keys'] for r in left)} key(s) are still under an old master key; run again")
+    print(
+        "every key is under the new master key; retire the old one once workers have dropped their "
+        "cached data keys (PAYOUTS_DATA_KEY_CACHE_SECONDS)",
+        file=sys.stderr,
+    )
 
 
 # procrastinate stores no exception text: a failed job keeps its status, attempts and a 'failed'
@@ -213,13 +311,11 @@ def cmd_contract_deploy(settings: Settings | None, args: argparse.Namespace) -> 
     chain = load_registry().get(args.chain)
     if chain is None:
         raise CommandError(f"unknown chain {args.chain!r}")
-    key = sys.stdin.readline().strip().removeprefix("0x")
-    if len(key) != 64 or any(c not in "0123456789abcdefABCDEF" for c in key):
-        raise CommandError("expected a 32-byte hex private key on standard input (it is never taken from arguments)")
+    key = read_private_key("paying key (hex, hidden): ")
     errors = []
     for url in chain.rpc_urls:
         try:
-            address = deploy_batch_contract(url, bytes.fromhex(key))
+            address = deploy_batch_contract(url, key)
         except (RuntimeError, httpx.HTTPError) as exc:
             errors.append(f"{redact_url(url)}: {type(exc).__name__}: {exc}")
             continue
@@ -240,13 +336,27 @@ def parser() -> argparse.ArgumentParser:
     cc = c.add_parser("create", help="create a client and its first API key")
     cc.add_argument("name")
     cc.set_defaults(func=cmd_clients_create)
-    k = sub.add_parser("keys", help="API keys").add_subparsers(dest="action", required=True)
+    k = sub.add_parser("keys", help="API keys; and the wallet-key vault's master key").add_subparsers(
+        dest="action", required=True
+    )
     kc = k.add_parser("create", help="another key for a client")
     kc.add_argument("name")
     kc.set_defaults(func=cmd_keys_create)
     kr = k.add_parser("revoke", help="revoke every key of a client")
     kr.add_argument("name")
     kr.set_defaults(func=cmd_keys_revoke)
+    km = k.add_parser(
+        "rotate-master",
+        help="wallet-key vault: make a new master key current and re-wrap every data key under it",
+        description="Payouts keep running meanwhile: each data key is re-wrapped in its own transaction. "
+        "With aws-kms, create the new key in KMS, set PAYOUTS_KMS_KEY_ID to it and pass --rewrap-only.",
+    )
+    km.add_argument(
+        "--rewrap-only",
+        action="store_true",
+        help="no new master key: re-wrap what is not yet under the current one (resume, or KMS)",
+    )
+    km.set_defaults(func=cmd_keys_rotate_master)
     w = sub.add_parser("wallets", help="our wallets").add_subparsers(dest="action", required=True)
     wa = w.add_parser("add", help="register a wallet on a chain")
     wa.add_argument("chain")
@@ -254,7 +364,15 @@ def parser() -> argparse.ArgumentParser:
     wa.add_argument("--role", choices=["hot", "main"], required=True)
     wa.add_argument("--key-ref", help="where the signer finds the key (never the key itself)")
     wa.set_defaults(func=cmd_wallets_add)
-    w.add_parser("list", help="list wallets").set_defaults(func=cmd_wallets_list)
+    for action, func, helptext in (
+        ("create", cmd_wallets_create, "new wallet: its key is made and sealed in the vault; prints the address"),
+        ("import", cmd_wallets_import, "seal a key read from standard input into the vault; prints the address"),
+    ):
+        wc = w.add_parser(action, help=helptext, description=helptext)
+        wc.add_argument("chain")
+        wc.add_argument("--role", choices=["hot", "main"], required=True)
+        wc.set_defaults(func=func)
+    w.add_parser("list", help="list wallets and where their keys are").set_defaults(func=cmd_wallets_list)
     j = sub.add_parser("jobs", help="the job queue: dead letters and counts").add_subparsers(
         dest="action", required=True
     )
@@ -285,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         args.func(Settings.from_env() if getattr(args, "needs_db", True) else None, args)
-    except (CommandError, SettingsError) as exc:
+    except (CommandError, SettingsError, ProviderError, vault.VaultError) as exc:
         print(f"payouts: {exc}", file=sys.stderr)
         return 2
     return 0

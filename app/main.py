@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException
 from app import health, openapi, withdrawals
 from app.errors import ApiError, handle_api_error, handle_http_exception, handle_unexpected
 from app.registry import Registry, load_registry
-from app.settings import Settings
+from app.settings import Settings, SettingsError
 from db.engine import open_pool
 from jobs.queue import queue
 
@@ -22,7 +22,12 @@ log = logging.getLogger("payouts.api")
 def create_app(settings: Settings | None = None, registry: Registry | None = None) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        app.state.settings = settings or Settings.from_env()
+        try:
+            # Production refuses an unsafe key-custody configuration here (app/settings.py).
+            app.state.settings = settings or Settings.from_env()
+        except SettingsError as exc:
+            log.error("API: %s", exc)
+            raise
         app.state.registry = registry or load_registry()
         pool = await open_pool(app.state.settings.database_url.reveal(), max_size=app.state.settings.db_pool_size)
         app.state.pool = pool

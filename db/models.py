@@ -150,6 +150,27 @@ hot_wallets = Table(
     UniqueConstraint("chain", "address"),
 )
 
+# Sealed hot-wallet keys (jobs/vault.py): envelope encryption, never a plain key.
+wallet_keys = Table(
+    "wallet_keys",
+    metadata,
+    Column("wallet_id", UUID(as_uuid=True), ForeignKey("hot_wallets.id"), nullable=False),
+    Column("key_version", Integer, nullable=False),
+    Column("nonce", LargeBinary, nullable=False),
+    Column("sealed_key", LargeBinary, nullable=False),
+    Column("sealed_data_key", LargeBinary, nullable=False),
+    Column("provider", Text, nullable=False),
+    Column("master_key_id", Text, nullable=False),
+    _created_at(),
+    Column("rewrapped_at", DateTime(timezone=True)),
+    PrimaryKeyConstraint("wallet_id", "key_version"),
+    CheckConstraint("key_version > 0", name="key_version_positive"),
+    CheckConstraint("octet_length(nonce) = 12", name="nonce_length"),
+    CheckConstraint("octet_length(sealed_key) = 48", name="sealed_key_length"),
+    CheckConstraint("provider IN ('local', 'aws-secrets-manager', 'aws-kms')", name="provider"),
+    Index("ix_wallet_keys_master_key_id", "master_key_id"),
+)
+
 nonces = Table(
     "nonces",
     metadata,

@@ -12,6 +12,7 @@ import sys
 
 from app.settings import Settings, SettingsError
 from db.engine import open_pool
+from jobs.keys import custody_check
 from jobs.queue import queue
 
 QUEUES = ["validate", "sign", "broadcast", "watch", "tick"]
@@ -19,6 +20,7 @@ QUEUES = ["validate", "sign", "broadcast", "watch", "tick"]
 
 async def run(concurrency: int, queues: list[str]) -> None:
     settings = Settings.from_env()
+    custody_check(settings)  # production: the master key must be there before any job runs
     pool = await open_pool(settings.database_url.reveal(), min_size=2, max_size=concurrency + 2)
     try:
         async with queue.open_async(pool):

@@ -413,3 +413,58 @@ SELECT EXISTS (
 -- The highest nonce a sender's transactions on their way hold (NULL when none is).
 SELECT max(nonce) AS nonce FROM payouts
 WHERE chain = %(chain)s AND sender = %(sender)s AND status IN ('SIGNED', 'BROADCASTED', 'INCLUDED');
+
+-- ---------------------------------------------------------------------------------------------
+-- Key vault (jobs/vault.py): sealed hot-wallet keys. Plain keys never reach these tables.
+
+-- name: find_wallet
+-- One of our wallets and how many sealed key versions it has.
+SELECT w.id, w.key_ref, (SELECT count(*) FROM wallet_keys k WHERE k.wallet_id = w.id) AS sealed_versions
+FROM hot_wallets w WHERE w.chain = %(chain)s AND w.address = %(address)s;
+
+-- name: set_wallet_key_ref
+-- Point a wallet at its key (a reference such as vault:<wallet id>, never the key).
+UPDATE hot_wallets SET key_ref = %(key_ref)s WHERE id = %(id)s;
+
+-- name: insert_wallet_key
+-- Store a sealed key: the key sealed by a data key, the data key sealed by a master key.
+INSERT INTO wallet_keys (wallet_id, key_version, nonce, sealed_key, sealed_data_key, provider, master_key_id)
+VALUES (%(wallet_id)s, %(key_version)s, %(nonce)s, %(sealed_key)s, %(sealed_data_key)s, %(provider)s,
+        %(master_key_id)s);
+
+-- name: latest_wallet_key
+-- The sealed key a signer opens: the wallet's latest version.
+SELECT wallet_id, key_version, nonce, sealed_key, sealed_data_key, provider, master_key_id
+FROM wallet_keys WHERE wallet_id = %(wallet_id)s
+ORDER BY key_version DESC LIMIT 1;
+
+-- name: wallet_keys_to_rewrap
+-- Sealed keys whose data key is not yet wrapped by the current master key (rotation).
+SELECT wallet_id, key_version, provider FROM wallet_keys
+WHERE master_key_id <> %(master_key_id)s
+ORDER BY wallet_id, key_version;
+
+-- name: lock_wallet_key
+-- Hold one sealed key while its data key is re-wrapped (signers still read the committed row).
+SELECT sealed_data_key, master_key_id FROM wallet_keys
+WHERE wallet_id = %(wallet_id)s AND key_version = %(key_version)s
+FOR UPDATE;
+
+-- name: rewrap_wallet_key
+-- The same data key, wrapped by the new master key (compare-and-set on the old one).
+UPDATE wallet_keys SET sealed_data_key = %(sealed_data_key)s, master_key_id = %(master_key_id)s, rewrapped_at = now()
+WHERE wallet_id = %(wallet_id)s AND key_version = %(key_version)s AND master_key_id = %(old_master_key_id)s;
+
+-- name: list_wallets_with_keys
+-- Our wallets with where their key is (the scheme and the master key, never the key).
+SELECT w.chain, w.address, w.role, w.enabled, w.key_ref, k.provider, k.master_key_id
+FROM hot_wallets w
+LEFT JOIN LATERAL (
+    SELECT provider, master_key_id FROM wallet_keys
+    WHERE wallet_id = w.id ORDER BY key_version DESC LIMIT 1
+) k ON true
+ORDER BY w.chain, w.role, w.address;
+
+-- name: wallet_keys_by_master_key
+-- How many sealed keys each master key wraps (rotation is done when only the new one is left).
+SELECT provider, master_key_id, count(*) AS keys FROM wallet_keys GROUP BY 1, 2 ORDER BY 1, 2;
