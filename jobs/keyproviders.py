@@ -124,7 +124,32 @@ class _AesMasterKeys:
         return aes_wrap(key, data_key, context)
 
 
-class LocalProvider:
+class _AesWrapping:
+    """Data keys wrapped in this process with AES-256-GCM under master keys the subclass finds."""
+
+    _keys: _AesMasterKeys
+
+    def current_key_id(self) -> str:
+        raise NotImplementedError
+
+    def _master(self, master_key_id: str) -> bytes:
+        raise NotImplementedError
+
+    def new_data_key(self, context: Mapping[str, str]) -> tuple[bytes, bytes, str]:
+        data_key = secrets.token_bytes(KEY_BYTES)
+        key_id = self.current_key_id()
+        return data_key, self._keys.wrap_with(key_id, data_key, context), key_id
+
+    def unwrap(self, wrapped: bytes, master_key_id: str, context: Mapping[str, str]) -> bytes:
+        return aes_unwrap(self._master(master_key_id), wrapped, master_key_id, context)
+
+    def rewrap(self, wrapped: bytes, master_key_id: str, context: Mapping[str, str]) -> tuple[bytes, str]:
+        data_key = self.unwrap(wrapped, master_key_id, context)
+        key_id = self.current_key_id()
+        return self._keys.wrap_with(key_id, data_key, context), key_id
+
+
+class LocalProvider(_AesWrapping):
     """Master keys in a local file (development). Refuses a file that others may read."""
 
     name = "local"
@@ -187,11 +212,6 @@ class LocalProvider:
         assert self._current is not None
         return self._current
 
-    def new_data_key(self, context: Mapping[str, str]) -> tuple[bytes, bytes, str]:
-        data_key = secrets.token_bytes(KEY_BYTES)
-        key_id = self.current_key_id()
-        return data_key, self._keys.wrap_with(key_id, data_key, context), key_id
-
     def _master(self, master_key_id: str) -> bytes:
         key = self._keys.get(master_key_id)
         if key is None:
@@ -200,14 +220,6 @@ class LocalProvider:
         if key is None:
             raise ProviderError(f"master key {master_key_id} is not in {self.path} (retired too early?)")
         return key
-
-    def unwrap(self, wrapped: bytes, master_key_id: str, context: Mapping[str, str]) -> bytes:
-        return aes_unwrap(self._master(master_key_id), wrapped, master_key_id, context)
-
-    def rewrap(self, wrapped: bytes, master_key_id: str, context: Mapping[str, str]) -> tuple[bytes, str]:
-        data_key = self.unwrap(wrapped, master_key_id, context)
-        key_id = self.current_key_id()
-        return self._keys.wrap_with(key_id, data_key, context), key_id
 
     def rotate(self) -> str:
         self._load()
@@ -222,7 +234,7 @@ class LocalProvider:
         self._load()
 
 
-class SecretsManagerProvider:
+class SecretsManagerProvider(_AesWrapping):
     """The master key is the value of a Secrets Manager secret; each secret version is a master key."""
 
     name = "aws-secrets-manager"
@@ -248,11 +260,6 @@ class SecretsManagerProvider:
     def current_key_id(self) -> str:
         return self._fetch()
 
-    def new_data_key(self, context: Mapping[str, str]) -> tuple[bytes, bytes, str]:
-        data_key = secrets.token_bytes(KEY_BYTES)
-        key_id = self.current_key_id()
-        return data_key, self._keys.wrap_with(key_id, data_key, context), key_id
-
     def _master(self, master_key_id: str) -> bytes:
         key = self._keys.get(master_key_id)
         if key is None:
@@ -264,14 +271,6 @@ class SecretsManagerProvider:
         if key is None:
             raise ProviderError(f"Secrets Manager: no master key {master_key_id} (another secret?)")
         return key
-
-    def unwrap(self, wrapped: bytes, master_key_id: str, context: Mapping[str, str]) -> bytes:
-        return aes_unwrap(self._master(master_key_id), wrapped, master_key_id, context)
-
-    def rewrap(self, wrapped: bytes, master_key_id: str, context: Mapping[str, str]) -> tuple[bytes, str]:
-        data_key = self.unwrap(wrapped, master_key_id, context)
-        key_id = self.current_key_id()
-        return self._keys.wrap_with(key_id, data_key, context), key_id
 
     def rotate(self) -> str:
         try:
