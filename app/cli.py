@@ -14,6 +14,11 @@ payouts jobs retry ID                        queue a failed job again
 payouts jobs stats                           jobs per queue and status
 payouts contract address                     the batch-payout contract's address (every chain)
 payouts contract deploy CHAIN                deploy it; the paying key is read from stdin
+payouts accounts rule set CHAIN ASSET --threshold X --target Y --daily-limit Z [--alert-below W]
+                                             what hot wallets keep (whole units of the asset)
+payouts accounts rule list|delete            the top-up rules
+payouts accounts show [--chain C] [--history N]
+                                             balances against thresholds, and the latest top-ups
 """
 
 from __future__ import annotations
@@ -31,7 +36,8 @@ import psycopg
 from psycopg.rows import dict_row
 
 from app.addresses import AddressError, parse_address
-from app.registry import load_registry, redact_url
+from app.amounts import AmountError, format_units, parse_units
+from app.registry import Asset, load_registry, redact_url
 from app.settings import Settings, SettingsError
 from db import clients, wallets
 from db.engine import psycopg_url
@@ -326,6 +332,127 @@ def cmd_contract_deploy(settings: Settings | None, args: argparse.Namespace) -> 
     raise CommandError("deployment failed on every RPC URL: " + "; ".join(errors))
 
 
+def rule_asset(chain_name: str, symbol: str) -> Asset:
+    chain = load_registry().get(chain_name)
+    if chain is None:
+        raise CommandError(f"unknown chain {chain_name!r}")
+    asset = chain.asset(symbol)
+    if asset is None:
+        raise CommandError(f"{chain_name} has no asset {symbol!r} (it has {', '.join(a.symbol for a in chain.assets)})")
+    return asset
+
+
+def cmd_accounts_rule_set(settings: Settings, args: argparse.Namespace) -> None:
+    asset = rule_asset(args.chain, args.asset)
+    units = {}
+    for name in ("threshold", "target", "daily_limit", "alert_below"):
+        text = getattr(args, name)
+        try:
+            units[name] = parse_units(text, asset.decimals)
+        except AmountError as exc:
+            raise CommandError(f"--{name.replace('_', '-')} {text}: {exc}") from None
+    if units["target"] <= units["threshold"]:
+        raise CommandError("--target must be above --threshold (a wallet under the threshold is filled to the target)")
+    if units["daily_limit"] < units["target"] - units["threshold"]:
+        print(
+            "note: the daily limit is below one top-up (target - threshold): top-ups will be partial",
+            file=sys.stderr,
+        )
+    with connect(settings) as conn:
+        conn.execute(
+            query("upsert_topup_rule"),
+            {
+                "chain": args.chain,
+                "asset": asset.symbol,
+                "threshold": units["threshold"],
+                "target": units["target"],
+                "daily_limit": units["daily_limit"],
+                "main_alert_below": units["alert_below"],
+            },
+        )
+        symbols = {r["asset"] for r in conn.execute(query("list_topup_rules")) if r["chain"] == args.chain}
+    chain = load_registry().get(args.chain)
+    assert chain is not None
+    print(
+        f"{args.chain} {asset.symbol}: hot wallets under {args.threshold} are topped up to {args.target}, "
+        f"at most {args.daily_limit} a day; the main account alerts under {args.alert_below}"
+    )
+    if not asset.is_native and chain.native.symbol not in symbols:
+        print(
+            f"note: token hot wallets need {chain.native.symbol} for gas: set a {chain.native.symbol} rule too "
+            f"(its threshold is raised to cover {chain.gas_station_transfers} token transfers)",
+            file=sys.stderr,
+        )
+
+
+def cmd_accounts_rule_list(settings: Settings, args: argparse.Namespace) -> None:
+    registry = load_registry()
+    with connect(settings) as conn:
+        rows = conn.execute(query("list_topup_rules")).fetchall()
+    if not rows:
+        print("no top-up rules (set one with `payouts accounts rule set`)")
+    for r in rows:
+        chain = registry.get(r["chain"])
+        asset = chain.asset(r["asset"]) if chain else None
+        if asset is None:
+            print(f"{r['chain']:<12} {r['asset']:<6} (not in the registry)")
+            continue
+
+        def units(v: Any, a: Asset = asset) -> str:
+            return format_units(int(v), a.decimals)
+
+        print(
+            f"{r['chain']:<12} {r['asset']:<6} threshold {units(r['threshold'])}  target {units(r['target'])}  "
+            f"daily limit {units(r['daily_limit'])}  main alert under {units(r['main_alert_below'])}"
+        )
+
+
+def cmd_accounts_rule_delete(settings: Settings, args: argparse.Namespace) -> None:
+    with connect(settings) as conn:
+        gone = conn.execute(query("delete_topup_rule"), {"chain": args.chain, "asset": args.asset}).fetchone()
+    if gone is None:
+        raise CommandError(f"no top-up rule for {args.asset} on {args.chain}")
+    print(f"{args.chain} {args.asset}: no more top-ups")
+
+
+def cmd_accounts_show(settings: Settings, args: argparse.Namespace) -> None:
+    registry = load_registry()
+
+    def units(chain: str, symbol: str, v: Any) -> str:
+        c = registry.get(chain)
+        a = c.asset(symbol) if c else None
+        return "-" if v is None else format_units(int(v), a.decimals) if a else str(v)
+
+    with connect(settings) as conn:
+        rows = conn.execute(query("accounts_overview"), {"chain": args.chain}).fetchall()
+        history = conn.execute(query("topup_history"), {"chain": args.chain, "limit": args.history}).fetchall()
+    if not rows:
+        print("no balances read yet: workers read them every account_check_seconds once a rule is set")
+    else:
+        print(f"{'chain':<12} {'role':<5} {'address':<42} {'asset':<6} {'balance':>22} {'threshold':>14} state")
+    for r in rows:
+        c, a = r["chain"], r["asset"]
+        if r["threshold"] is None:
+            state = "no rule"
+        elif r["role"] == "main":
+            state = "LOW" if int(r["balance"]) < int(r["main_alert_below"]) else "ok"
+        else:
+            state = "LOW" if int(r["balance"]) < int(r["threshold"]) else "ok"
+        limit = r["main_alert_below"] if r["role"] == "main" else r["threshold"]
+        print(
+            f"{c:<12} {r['role']:<5} {r['address']:<42} {a:<6} {units(c, a, r['balance']):>22} "
+            f"{units(c, a, limit):>14} {state}  (read {r['checked_at']:%Y-%m-%d %H:%M:%S})"
+        )
+    print()
+    print("latest top-ups:" if history else "no top-ups yet")
+    for t in history:
+        c, a = t["chain"], t["asset"]
+        print(
+            f"{t['created_at']:%Y-%m-%d %H:%M:%S} {c:<12} {a:<6} {t['wallet']} +{units(c, a, t['amount'])} "
+            f"(had {units(c, a, t['balance_before'])}) {t['status']} {t['tx_hash'] or ''} {t['note'] or ''}".rstrip()
+        )
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="payouts", description="Payouts operator commands")
     sub = p.add_subparsers(dest="command", required=True)
@@ -396,6 +523,34 @@ def parser() -> argparse.ArgumentParser:
     kd = k2.add_parser("deploy", help="deploy it on a chain; the paying key is read from standard input")
     kd.add_argument("chain")
     kd.set_defaults(func=cmd_contract_deploy, needs_db=False)
+    a = sub.add_parser("accounts", help="the account manager: top-up rules, balances, top-ups").add_subparsers(
+        dest="action", required=True
+    )
+    ar = a.add_parser("rule", help="what hot wallets keep, per chain and asset").add_subparsers(
+        dest="rule_action", required=True
+    )
+    ars = ar.add_parser(
+        "set",
+        help="set a rule (amounts in whole units of the asset, e.g. 1.5)",
+        description="A hot wallet under the threshold is topped up to the target from the main account, "
+        "at most the daily limit in any 24 hours; the main account alerts under --alert-below.",
+    )
+    ars.add_argument("chain")
+    ars.add_argument("asset")
+    ars.add_argument("--threshold", required=True)
+    ars.add_argument("--target", required=True)
+    ars.add_argument("--daily-limit", required=True)
+    ars.add_argument("--alert-below", default="0", help="the main account's alert level (default 0: none)")
+    ars.set_defaults(func=cmd_accounts_rule_set)
+    ar.add_parser("list", help="every rule").set_defaults(func=cmd_accounts_rule_list)
+    ard = ar.add_parser("delete", help="stop topping up an asset on a chain")
+    ard.add_argument("chain")
+    ard.add_argument("asset")
+    ard.set_defaults(func=cmd_accounts_rule_delete)
+    ash = a.add_parser("show", help="balances against thresholds, and the latest top-ups")
+    ash.add_argument("--chain", default=None)
+    ash.add_argument("--history", type=positive_int, default=20, metavar="N", help="latest N top-ups (default 20)")
+    ash.set_defaults(func=cmd_accounts_show)
     return p
 
 

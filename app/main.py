@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 
-from app import health, openapi, withdrawals
+from app import health, metrics, openapi, withdrawals
 from app.errors import ApiError, handle_api_error, handle_http_exception, handle_unexpected
 from app.registry import Registry, load_registry
 from app.settings import Settings, SettingsError
@@ -38,7 +38,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
             await pool.close()
 
     return Starlette(
-        routes=[*withdrawals.routes, *health.routes, *openapi.routes()],
+        routes=[*withdrawals.routes, *health.routes, *metrics.routes, *openapi.routes()],
         exception_handlers={
             ApiError: handle_api_error,
             HTTPException: handle_http_exception,

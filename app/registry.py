@@ -63,6 +63,10 @@ class Chain:
     batch_max: int = 100
     batch_gas_share: float = 0.5
     batch_wait_seconds: float = 1.0
+    # How often the account manager reads hot-wallet balances and tops them up (jobs/accounts.py).
+    account_check_seconds: int = 15
+    # Gas station: a hot wallet keeps native coin for at least this many token transfers.
+    gas_station_transfers: int = 50
 
     def asset(self, symbol: str) -> Asset | None:
         if symbol == self.native.symbol:
@@ -197,6 +201,13 @@ def _parse_chain(path: Path, name: str, t: Any, environ: Mapping[str, str]) -> C
     if not isinstance(batch_wait, int | float) or isinstance(batch_wait, bool) or batch_wait < 0:
         raise RegistryError(f"{where}.batch_wait_seconds must be a number >= 0")
 
+    account_check = t.get("account_check_seconds", 15)
+    if not isinstance(account_check, int) or isinstance(account_check, bool) or not 1 <= account_check <= 3600:
+        raise RegistryError(f"{where}.account_check_seconds must be an integer from 1 to 3600")
+    gas_station = t.get("gas_station_transfers", 50)
+    if not isinstance(gas_station, int) or isinstance(gas_station, bool) or not 0 <= gas_station <= 100_000:
+        raise RegistryError(f"{where}.gas_station_transfers must be an integer from 0 to 100000")
+
     return Chain(
         name=name,
         chain_id=need("chain_id", int),
@@ -218,6 +229,8 @@ def _parse_chain(path: Path, name: str, t: Any, environ: Mapping[str, str]) -> C
         batch_max=batch_max,
         batch_gas_share=float(batch_gas_share),
         batch_wait_seconds=float(batch_wait),
+        account_check_seconds=account_check,
+        gas_station_transfers=gas_station,
     )
 
 

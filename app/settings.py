@@ -100,6 +100,10 @@ class Settings:
     max_body_bytes: int
     db_pool_size: int
     custody: CustodySettings
+    # Where alerts go (a Slack-compatible incoming webhook; its URL is a credential).
+    alert_webhook_url: Secret | None = None
+    # The same alert is sent at most once per this many seconds.
+    alert_interval_seconds: int = 3600
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -113,12 +117,17 @@ class Settings:
         custody = CustodySettings.from_env(env)
         if environment == "production" and (problems := custody.production_problems()):
             raise SettingsError("refusing to start in production: " + "; ".join(problems))
+        webhook = env.get("PAYOUTS_ALERT_WEBHOOK_URL") or None
+        if webhook is not None and not webhook.startswith(("https://", "http://")):
+            raise SettingsError("PAYOUTS_ALERT_WEBHOOK_URL must be an http(s) URL")
         return cls(
             database_url=Secret(url),
             environment=environment,
             max_body_bytes=_int(env, "PAYOUTS_MAX_BODY_BYTES", 16 * 1024, 256, 1024 * 1024),
             db_pool_size=_int(env, "PAYOUTS_DB_POOL_SIZE", 10, 1, 200),
             custody=custody,
+            alert_webhook_url=Secret(webhook) if webhook else None,
+            alert_interval_seconds=_int(env, "PAYOUTS_ALERT_INTERVAL_SECONDS", 3600, 1, 7 * 24 * 3600),
         )
 
 

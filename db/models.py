@@ -264,3 +264,67 @@ tx_attempts = Table(
     Column("receipt_status", SmallInteger),
     CheckConstraint("kind IN ('payout', 'cancel')", name="kind"),
 )
+
+# The account manager (jobs/accounts.py): what each hot wallet keeps, per chain and asset.
+topup_rules = Table(
+    "topup_rules",
+    metadata,
+    Column("chain", Text, nullable=False),
+    Column("asset", Text, nullable=False),
+    Column("threshold", Amount, nullable=False),
+    Column("target", Amount, nullable=False),
+    Column("daily_limit", Amount, nullable=False),
+    Column("main_alert_below", Amount, nullable=False, server_default=text("0")),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    PrimaryKeyConstraint("chain", "asset"),
+    CheckConstraint("threshold >= 0", name="threshold_non_negative"),
+    CheckConstraint("target > threshold", name="target_above_threshold"),
+    CheckConstraint("daily_limit >= 0", name="daily_limit_non_negative"),
+    CheckConstraint("main_alert_below >= 0", name="main_alert_non_negative"),
+)
+
+TOPUP_STATUSES = ("IN_FLIGHT", "CONFIRMED", "FAILED")
+
+# One hot wallet's top-up, a member of a payout of kind 'topup' sent by the main account.
+topups = Table(
+    "topups",
+    metadata,
+    _uuid_pk(),
+    Column("payout_id", UUID(as_uuid=True), ForeignKey("payouts.id", ondelete="SET NULL"), index=True),
+    Column("chain", Text, nullable=False),
+    Column("asset", Text, nullable=False),
+    Column("wallet", Text, nullable=False),
+    Column("amount", Amount, nullable=False),
+    Column("balance_before", Amount, nullable=False),
+    Column("status", Text, nullable=False, server_default=text("'IN_FLIGHT'")),
+    Column("note", Text),
+    _created_at(),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    CheckConstraint("amount > 0", name="amount_positive"),
+    CheckConstraint("status IN (" + ", ".join(f"'{s}'" for s in TOPUP_STATUSES) + ")", name="status"),
+    # Never two top-ups on their way to the same wallet and asset.
+    Index(
+        "uq_topups_in_flight", "chain", "wallet", "asset", unique=True, postgresql_where=text("status = 'IN_FLIGHT'")
+    ),
+    Index("ix_topups_chain_asset_created_at", "chain", "asset", "created_at"),
+)
+
+wallet_balances = Table(
+    "wallet_balances",
+    metadata,
+    Column("chain", Text, nullable=False),
+    Column("address", Text, nullable=False),
+    Column("asset", Text, nullable=False),
+    Column("balance", Amount, nullable=False),
+    Column("checked_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    PrimaryKeyConstraint("chain", "address", "asset"),
+)
+
+alert_state = Table(
+    "alert_state",
+    metadata,
+    Column("key", Text, primary_key=True),
+    Column("active", Boolean, nullable=False, server_default=text("false")),
+    Column("last_sent_at", DateTime(timezone=True)),
+    Column("message", Text),
+)

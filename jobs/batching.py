@@ -25,6 +25,8 @@ ALLOWANCE_SELECTOR = "0xdd62ed3e"  # allowance(address,address)
 
 @dataclass(frozen=True)
 class Member:
+    """One payment inside a transaction: a withdrawal, or a top-up (its id in `withdrawal_id`)."""
+
     withdrawal_id: uuid.UUID
     to: str
     amount: int

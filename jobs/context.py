@@ -7,6 +7,7 @@ from functools import cache
 from psycopg_pool import AsyncConnectionPool
 
 from app.registry import Chain, Registry, load_registry
+from app.settings import Settings
 from jobs.queue import queue
 from jobs.rpc import RpcClient
 
@@ -21,6 +22,11 @@ def chain(name: str) -> Chain:
     if found is None:
         raise LookupError(f"chain {name!r} is not in the registry")
     return found
+
+
+@cache
+def settings() -> Settings:
+    return Settings.from_env()
 
 
 _clients: dict[str, RpcClient] = {}

@@ -12,7 +12,7 @@ import procrastinate
 
 queue = procrastinate.App(
     connector=procrastinate.PsycopgConnector(),
-    import_paths=["jobs.validate", "jobs.sign", "jobs.broadcast", "jobs.confirm", "jobs.tick"],
+    import_paths=["jobs.validate", "jobs.sign", "jobs.broadcast", "jobs.confirm", "jobs.tick", "jobs.accounts"],
 )
 
 

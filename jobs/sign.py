@@ -82,9 +82,12 @@ async def simulate(
 
 
 async def fail_planned(conn: AsyncConnection, payout_id: uuid.UUID, reason: str) -> None:
-    """A transaction that would revert is never signed: fail its withdrawals, drop it."""
+    """A transaction that would revert is never signed: fail its withdrawals (or top-ups), drop it."""
     cur = await conn.execute(query("live_withdrawals_of_payouts"), {"ids": [payout_id]})
     ids = [r["withdrawal_id"] for r in await cur.fetchall()]  # type: ignore[call-overload]
+    await conn.execute(
+        query("fail_topups_of_payout"), {"payout_id": payout_id, "note": f"the top-up would revert: {reason}"}
+    )
     await conn.execute(query("delete_planned_payout"), {"id": payout_id})
     await transition(
         conn,
@@ -188,7 +191,7 @@ async def sign_sender(pool: AsyncConnectionPool, rpc: RpcClient, chain: Chain, s
     # A batch that would revert: find the withdrawals that make it revert; fail only them.
     culprits: dict[uuid.UUID, dict[uuid.UUID, str]] = {}
     for row in rows:
-        if row["id"] in reverted and len(members.get(row["id"], [])) > 1:
+        if row["id"] in reverted and row["kind"] == "withdrawal" and len(members.get(row["id"], [])) > 1:
             asset = chain.asset(row["asset"])
             assert asset is not None
 

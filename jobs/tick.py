@@ -2,7 +2,8 @@
 
 Each step defers the next one in its own transaction, so the tick is not on the fast path; it
 wakes the watcher (receipts, confirmations, reorgs, stuck transactions), retries planning for
-withdrawals that wait for balance, and re-queues work whose job died (a dead letter, a lost
+withdrawals that wait for balance, starts the account manager's checks (every
+`account_check_seconds`), and re-queues work whose job died (a dead letter, a lost
 worker). Queueing locks keep at most one such job waiting per chain and sender.
 """
 
@@ -63,6 +64,8 @@ async def tick(timestamp: int) -> None:
         await retry_stalled_jobs()
     for chain in context.registry().enabled:
         await defer_once("watch", f"watch:{chain.name}", chain=chain.name)
+        if timestamp % chain.account_check_seconds == 0:
+            await defer_once("accounts", f"accounts:{chain.name}", chain=chain.name)
         async with context.pool().connection() as conn:
             cur = await conn.execute(query("chain_work"), {"chain": chain.name, "stale": STALE})
             work = await cur.fetchall()

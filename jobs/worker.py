@@ -15,7 +15,7 @@ from db.engine import open_pool
 from jobs.keys import custody_check
 from jobs.queue import queue
 
-QUEUES = ["validate", "sign", "broadcast", "watch", "tick"]
+QUEUES = ["validate", "sign", "broadcast", "watch", "tick", "accounts"]
 
 
 async def run(concurrency: int, queues: list[str]) -> None:

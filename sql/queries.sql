@@ -385,11 +385,18 @@ GROUP BY j.queue_name, j.status
 ORDER BY j.queue_name, j.status;
 
 -- name: payout_members
--- The withdrawals a transaction pays, in the order its calldata lists them.
-SELECT i.payout_id, i.withdrawal_id, i.amount, w.to_address
-FROM payout_items i JOIN withdrawals w ON w.id = i.withdrawal_id
-WHERE i.payout_id = ANY(%(ids)s::uuid[]) AND i.live
-ORDER BY w.created_at, w.id;
+-- What a transaction pays, in the order its calldata lists it: the withdrawals of a payout, or
+-- the hot wallets of a top-up (their id in place of the withdrawal's).
+SELECT * FROM (
+    SELECT i.payout_id, i.withdrawal_id, i.amount, w.to_address, w.created_at, w.id AS sort_id
+    FROM payout_items i JOIN withdrawals w ON w.id = i.withdrawal_id
+    WHERE i.payout_id = ANY(%(ids)s::uuid[]) AND i.live
+    UNION ALL
+    SELECT t.payout_id, t.id, t.amount, t.wallet, t.created_at, t.id
+    FROM topups t
+    WHERE t.payout_id = ANY(%(ids)s::uuid[]) AND t.status = 'IN_FLIGHT'
+) m
+ORDER BY created_at, sort_id;
 
 -- name: drop_planned_member
 -- Take a withdrawal out of a transaction that has no nonce yet (its batch would revert with it).
@@ -468,3 +475,117 @@ ORDER BY w.chain, w.role, w.address;
 -- name: wallet_keys_by_master_key
 -- How many sealed keys each master key wraps (rotation is done when only the new one is left).
 SELECT provider, master_key_id, count(*) AS keys FROM wallet_keys GROUP BY 1, 2 ORDER BY 1, 2;
+
+-- ---------------------------------------------------------------------------------------------
+-- Account manager (jobs/accounts.py): hot-wallet balances, top-ups from the main account, alerts.
+
+-- name: try_lock_accounts
+-- One account check per chain at a time, for as long as the calling transaction lasts.
+SELECT pg_try_advisory_xact_lock(hashtextextended('accounts:' || %(chain)s, 0)) AS locked;
+
+-- name: topup_rules_of_chain
+-- What hot wallets keep on a chain, per asset.
+SELECT asset, threshold, target, daily_limit, main_alert_below FROM topup_rules WHERE chain = %(chain)s;
+
+-- name: chain_wallets
+-- A chain's enabled wallets: the main account and the hot wallets.
+SELECT address, role FROM hot_wallets WHERE chain = %(chain)s AND enabled ORDER BY role, address;
+
+-- name: topups_in_flight
+-- Top-ups on their way (no second one goes to the same wallet and asset until they settle).
+SELECT wallet, asset, amount FROM topups WHERE chain = %(chain)s AND status = 'IN_FLIGHT';
+
+-- name: topped_up_last_day
+-- Per asset, what top-ups took from the main account in the last 24 hours (the daily limit).
+SELECT asset, sum(amount) AS spent FROM topups
+WHERE chain = %(chain)s AND status IN ('IN_FLIGHT', 'CONFIRMED') AND created_at > now() - interval '24 hours'
+GROUP BY asset;
+
+-- name: insert_topup
+-- One wallet's top-up, part of a payout of kind 'topup'.
+INSERT INTO topups (payout_id, chain, asset, wallet, amount, balance_before)
+VALUES (%(payout_id)s, %(chain)s, %(asset)s, %(wallet)s, %(amount)s, %(balance_before)s);
+
+-- name: fail_topups_of_payout
+-- The top-ups of a transaction that will never be sent (it would revert).
+UPDATE topups SET status = 'FAILED', note = %(note)s, updated_at = now()
+WHERE payout_id = %(payout_id)s AND status = 'IN_FLIGHT';
+
+-- name: save_wallet_balance
+-- The balance the account manager read last.
+INSERT INTO wallet_balances (chain, address, asset, balance, checked_at)
+VALUES (%(chain)s, %(address)s, %(asset)s, %(balance)s, now())
+ON CONFLICT (chain, address, asset) DO UPDATE SET balance = EXCLUDED.balance, checked_at = EXCLUDED.checked_at;
+
+-- name: claim_alert
+-- Take the right to send an alert: granted when it was never sent or last sent more than
+-- `interval_seconds` ago. Returns the previous send time so that a failed send can give it back.
+WITH previous AS (
+    SELECT last_sent_at FROM alert_state WHERE key = %(key)s
+), upsert AS (
+    INSERT INTO alert_state AS a (key, active, last_sent_at, message)
+    VALUES (%(key)s, true, now(), %(message)s)
+    ON CONFLICT (key) DO UPDATE SET active = true, last_sent_at = now(), message = EXCLUDED.message
+    WHERE a.last_sent_at IS NULL OR a.last_sent_at < now() - make_interval(secs => %(interval_seconds)s)
+    RETURNING key
+)
+SELECT (SELECT last_sent_at FROM previous) AS previous_sent_at FROM upsert;
+
+-- name: mark_alert_active
+-- The condition holds (whether or not an alert is sent now): the metric shows it.
+INSERT INTO alert_state (key, active, message) VALUES (%(key)s, true, %(message)s)
+ON CONFLICT (key) DO UPDATE SET active = true, message = EXCLUDED.message;
+
+-- name: give_back_alert
+-- A send failed: the next check tries again.
+UPDATE alert_state SET last_sent_at = %(previous_sent_at)s WHERE key = %(key)s;
+
+-- name: clear_alert
+-- The condition is over; returns the key when it was active.
+UPDATE alert_state SET active = false WHERE key = %(key)s AND active RETURNING key;
+
+-- name: accounts_overview
+-- Each wallet's last-read balance against its chain's rule for the asset.
+SELECT b.chain, w.role, b.address, b.asset, b.balance, b.checked_at,
+       r.threshold, r.target, r.daily_limit, r.main_alert_below
+FROM wallet_balances b
+JOIN hot_wallets w ON w.chain = b.chain AND w.address = b.address
+LEFT JOIN topup_rules r ON r.chain = b.chain AND r.asset = b.asset
+WHERE %(chain)s::text IS NULL OR b.chain = %(chain)s
+ORDER BY b.chain, w.role, b.address, b.asset;
+
+-- name: topup_history
+-- The latest top-ups with their transaction.
+SELECT t.created_at, t.chain, t.asset, t.wallet, t.amount, t.balance_before, t.status, t.note,
+       p.sender, (SELECT a.tx_hash FROM tx_attempts a
+                  WHERE a.payout_id = p.id ORDER BY (a.id = p.mined_attempt_id) DESC, a.id DESC LIMIT 1) AS tx_hash
+FROM topups t LEFT JOIN payouts p ON p.id = t.payout_id
+WHERE %(chain)s::text IS NULL OR t.chain = %(chain)s
+ORDER BY t.created_at DESC
+LIMIT %(limit)s;
+
+-- name: upsert_topup_rule
+-- Set what hot wallets keep of an asset on a chain.
+INSERT INTO topup_rules (chain, asset, threshold, target, daily_limit, main_alert_below, updated_at)
+VALUES (%(chain)s, %(asset)s, %(threshold)s, %(target)s, %(daily_limit)s, %(main_alert_below)s, now())
+ON CONFLICT (chain, asset) DO UPDATE SET
+    threshold = EXCLUDED.threshold, target = EXCLUDED.target, daily_limit = EXCLUDED.daily_limit,
+    main_alert_below = EXCLUDED.main_alert_below, updated_at = now();
+
+-- name: list_topup_rules
+SELECT chain, asset, threshold, target, daily_limit, main_alert_below, updated_at FROM topup_rules
+ORDER BY chain, asset;
+
+-- name: delete_topup_rule
+DELETE FROM topup_rules WHERE chain = %(chain)s AND asset = %(asset)s RETURNING asset;
+
+-- name: metrics_balances
+-- Gauges for /metrics: last-read balances, active alerts, top-ups by status.
+SELECT b.chain, w.role, b.address, b.asset, b.balance FROM wallet_balances b
+JOIN hot_wallets w ON w.chain = b.chain AND w.address = b.address;
+
+-- name: metrics_alerts
+SELECT key, active FROM alert_state;
+
+-- name: metrics_topups
+SELECT chain, asset, status, count(*) AS n FROM topups GROUP BY chain, asset, status;

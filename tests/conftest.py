@@ -31,7 +31,8 @@ ADMIN_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1
 # Tables emptied between tests (the transition table is data of the schema and stays).
 APP_TABLES = (
     "tx_attempts, payout_items, payouts, nonces, hot_wallets, withdrawal_events, withdrawals, "
-    "api_keys, api_clients, procrastinate_events, procrastinate_periodic_defers, procrastinate_jobs"
+    "api_keys, api_clients, topups, topup_rules, wallet_balances, alert_state, "
+    "procrastinate_events, procrastinate_periodic_defers, procrastinate_jobs"
 )
 
 
