@@ -102,6 +102,18 @@ def register_wallets(url: str, chain: str, info: devchain.ChainInfo) -> None:
         wallets.upsert_wallet(conn, chain, info["main_account"], "main", f"dev-mnemonic:{devchain.MAIN_ACCOUNT_INDEX}")
         for index, address in zip(devchain.HOT_WALLET_INDEXES, info["hot_wallets"], strict=True):
             wallets.upsert_wallet(conn, chain, address, "hot", f"dev-mnemonic:{index}")
+        # The account manager's rules, unless the operator changed them (`payouts accounts rule`):
+        # hot wallets are refilled to what the bootstrap gave them once they are down to a tenth.
+        for asset, decimals, target, alert_below in (
+            ("ETH", 18, devchain.HOT_WALLET_ETH_TARGET, 10 * devchain.HOT_WALLET_ETH_TARGET),
+            ("USDT", 6, devchain.HOT_WALLET_TOKEN_TARGET, 10 * devchain.HOT_WALLET_TOKEN_TARGET),
+        ):
+            unit = 10**decimals
+            conn.execute(
+                "INSERT INTO topup_rules (chain, asset, threshold, target, daily_limit, main_alert_below) "
+                "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (chain, asset) DO NOTHING",
+                (chain, asset, target // 10 * unit, target * unit, 5 * target * unit, alert_below * unit),
+            )
 
 
 # --- supervised processes -------------------------------------------------------------------

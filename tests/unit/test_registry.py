@@ -200,3 +200,12 @@ def test_missing_file(tmp_path: Path) -> None:
 def test_redact_url_hides_paths_and_keys(url: str, shown: str) -> None:
     assert redact_url(url) == shown
     assert "SECRETKEY" not in redact_url(url)
+
+
+def test_account_manager_settings(tmp_path: Path) -> None:
+    dev = load_registry(write(tmp_path, chain_toml()), environ={}).chains["dev"]
+    assert (dev.account_check_seconds, dev.gas_station_transfers) == (15, 50)
+    text = chain_toml().replace("confirmations = 2\n", "confirmations = 2\naccount_check_seconds = 0\n")
+    assert "chains.dev.account_check_seconds must be an integer from 1 to 3600" in refused(write(tmp_path, text))
+    text = chain_toml().replace("confirmations = 2\n", 'confirmations = 2\ngas_station_transfers = "50"\n')
+    assert "chains.dev.gas_station_transfers must be an integer" in refused(write(tmp_path, text))
