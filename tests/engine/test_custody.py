@@ -109,6 +109,9 @@ def test_vault_keys_sign_through_a_master_key_rotation_and_never_leak(
 
     workers.start(2)
     first = orders(16)
+    # Mining waits until the rotation is over, so that it overlaps withdrawals on their way however
+    # long the command takes (fee bumps meanwhile are signed through the vault too).
+    chain.rpc("evm_setIntervalMining", [0])
     first_ids = submit(api, client_key, first)
     # Rotate once signing has started and while withdrawals are still on their way.
     deadline = time.monotonic() + 20
@@ -125,6 +128,7 @@ def test_vault_keys_sign_through_a_master_key_rotation_and_never_leak(
         (first_ids, list(TERMINAL)),
     ).fetchone()["n"]
     assert in_flight > 0, "the rotation should overlap withdrawals in flight"
+    chain.rpc("evm_setIntervalMining", [1])
     new_master = {r["master_key_id"] for r in db.execute("SELECT master_key_id FROM wallet_keys").fetchall()}
     assert len(new_master) == 1 and new_master != old_master
 
