@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
+from psycopg import AsyncConnection
 from starlette.requests import Request
 
 from app.errors import ApiError
@@ -20,7 +21,8 @@ class Client:
     name: str
 
 
-async def require_client(request: Request) -> Client:
+def bearer_key(request: Request) -> str:
+    """The API key of the Authorization header (401 when there is none); not yet checked."""
     header = request.headers.get("authorization")
     if header is None:
         raise ApiError(
@@ -32,8 +34,18 @@ async def require_client(request: Request) -> Client:
         raise ApiError(
             401, "unauthenticated", "send your API key as 'Authorization: Bearer <key>'", headers=_UNAUTHORIZED_HEADERS
         )
-    async with request.app.state.pool.connection() as conn:
-        row = await authenticate(conn, key)
+    return key
+
+
+async def client_of(conn: AsyncConnection, key: str) -> Client:
+    """The client behind a key; 401 when it is unknown or revoked (checked on every request)."""
+    row = await authenticate(conn, key)
     if row is None:
         raise ApiError(401, "invalid_api_key", "the API key is unknown or revoked", headers=_UNAUTHORIZED_HEADERS)
     return Client(id=row["client_id"], name=row["client_name"])
+
+
+async def require_client(request: Request) -> Client:
+    key = bearer_key(request)
+    async with request.app.state.pool.connection() as conn:
+        return await client_of(conn, key)

@@ -9,6 +9,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+from psycopg import AsyncConnection
 from pydantic import ValidationError
 from starlette.datastructures import QueryParams
 from starlette.requests import Request
@@ -16,11 +17,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from app.amounts import format_units
-from app.auth import require_client
+from app.auth import bearer_key, client_of, require_client
 from app.errors import ApiError
 from app.schemas import CreateWithdrawal, Failure, Withdrawal, WithdrawalPage
 from app.validation import request_hash, validate_order
 from db import withdrawals as repo
+from db.clients import hash_key
 from db.states import WithdrawalStatus
 from jobs.validate import validate as validate_job
 
@@ -140,42 +142,46 @@ def own_wallet_error() -> ApiError:
 
 
 async def create_withdrawal(request: Request) -> Response:
-    client = await require_client(request)
-    key = idempotency_key(request)
-    body = parse_create(await read_body(request), request.headers.get("content-type"))
+    key = bearer_key(request)
+    try:
+        idempotency = idempotency_key(request)
+        body = parse_create(await read_body(request), request.headers.get("content-type"))
+    except ApiError:
+        await require_client(request)  # an unknown key hears 401 before anything about its request
+        raise
     fingerprint = request_hash(body)
+    refusal: ApiError | None = None
+    try:
+        order = validate_order(request.app.state.registry, body)
+    except ApiError as exc:
+        refusal = exc
     async with request.app.state.pool.connection() as conn:
-        try:
-            order = validate_order(request.app.state.registry, body)
-        except ApiError:
-            # A retry of a request that was accepted earlier gets its withdrawal, even if the
-            # rules (registry, wallets) changed since; only a new request is refused.
-            existing = await repo.get_by_idempotency_key(conn, client.id, key)
-            if existing is None:
-                raise
-            return replay(request, existing, fingerprint)
-        new = repo.NewWithdrawal(
-            client_id=client.id,
-            idempotency_key=key,
-            request_hash=fingerprint,
-            chain=order.chain.name,
-            asset=order.asset.symbol,
-            to_address=order.to,
-            amount=order.amount,
-            reference=body.reference,
-        )
-        async with conn.transaction():
-            # Inserts nothing when the key was used already or the recipient is our own wallet.
-            row = await repo.insert_withdrawal(conn, new)
-            if row is not None:
+        if refusal is None:
+            new = repo.NewWithdrawal(
+                idempotency_key=idempotency,
+                request_hash=fingerprint,
+                chain=order.chain.name,
+                asset=order.asset.symbol,
+                to_address=order.to,
+                amount=order.amount,
+                reference=body.reference,
+            )
+
+            async def defer(c: AsyncConnection, chain: str = order.chain.name) -> None:
                 # The outbox: the row and its first job commit together or not at all.
-                await validate_job.configure(connection=conn).defer_async(chain=order.chain.name)
-        if row is None:
-            existing = await repo.get_by_idempotency_key(conn, client.id, key)
-            if existing is None:
-                raise own_wallet_error()
-            return replay(request, existing, fingerprint)
-    return JSONResponse(render(request, row), status_code=201, headers={"Location": f"/v1/withdrawals/{row['id']}"})
+                await validate_job.configure(connection=c).defer_async(chain=chain)
+
+            row = await repo.insert_withdrawal(conn, hash_key(key), new, defer)
+            if row is not None:
+                location = {"Location": f"/v1/withdrawals/{row['id']}"}
+                return JSONResponse(render(request, row), status_code=201, headers=location)
+        # Nothing was inserted: the key is unknown or revoked, the idempotency key was used before
+        # (a retry gets its withdrawal, even if the rules changed since), or the order is refused.
+        client = await client_of(conn, key)
+        existing = await repo.get_by_idempotency_key(conn, client.id, idempotency)
+    if existing is not None:
+        return replay(request, existing, fingerprint)
+    raise refusal or own_wallet_error()
 
 
 def replay(request: Request, existing: dict[str, Any], fingerprint: bytes) -> Response:

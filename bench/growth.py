@@ -203,7 +203,7 @@ def hot_queries(
             "insert_withdrawal",
             "insert_withdrawal",
             {
-                "client_id": history_client,
+                "key_hash": hash_key(history_key),
                 "idempotency_key": f"explain-{time.time_ns()}",
                 "request_hash": b"x" * 32,
                 "chain": chain,

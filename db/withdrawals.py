@@ -7,7 +7,7 @@ withdrawal and deferring its first job commit together (the transactional outbox
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -27,7 +27,6 @@ class StaleStatus(Exception):
 
 @dataclass(frozen=True)
 class NewWithdrawal:
-    client_id: uuid.UUID
     idempotency_key: str
     request_hash: bytes
     chain: str
@@ -37,10 +36,21 @@ class NewWithdrawal:
     reference: str | None
 
 
-async def insert_withdrawal(conn: AsyncConnection, w: NewWithdrawal) -> Row | None:
-    """Insert; None when the client already used the idempotency key (then read that row)."""
-    cur = await conn.execute(query("insert_withdrawal"), w.__dict__)
-    return await cur.fetchone()  # type: ignore[return-value]
+async def insert_withdrawal(
+    conn: AsyncConnection, key_hash: bytes, w: NewWithdrawal, defer: Callable[[AsyncConnection], Awaitable[Any]]
+) -> Row | None:
+    """Insert for the client behind an API key and defer its first job, in one transaction and two
+    round trips (pipeline mode). None, with nothing committed, when the key is unknown or revoked,
+    the idempotency key was used already, or the recipient is our own wallet."""
+    params = w.__dict__ | {"key_hash": key_hash}
+    async with conn.pipeline(), conn.transaction():
+        cur = await conn.execute(query("insert_withdrawal"), params)
+        # Sent with the INSERT; rolled back with it when nothing was inserted.
+        await defer(conn)
+        row = await cur.fetchone()
+        if row is None:
+            raise psycopg.Rollback()
+    return row  # type: ignore[return-value]
 
 
 async def get_by_idempotency_key(conn: AsyncConnection, client_id: uuid.UUID, key: str) -> Row | None:

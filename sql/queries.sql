@@ -8,13 +8,19 @@ FROM api_keys k JOIN api_clients c ON c.id = k.client_id
 WHERE k.key_hash = %(key_hash)s AND k.revoked_at IS NULL AND c.disabled_at IS NULL;
 
 -- name: insert_withdrawal
--- Create a withdrawal unless the client already used this idempotency key or the recipient is one
--- of our own wallets on that chain; returns no row then (the caller tells which by reading the
--- key). ON CONFLICT waits for a concurrent insert with the same key to commit, so duplicates that
--- race each other end with exactly one row.
+-- Create a withdrawal for the client behind an API key (by its SHA-256: authentication and insert
+-- are one statement on the create path), unless the key is unknown or revoked, the client already
+-- used this idempotency key, or the recipient is one of our own wallets on that chain; returns no
+-- row then (the caller tells which). ON CONFLICT waits for a concurrent insert with the same key
+-- to commit, so duplicates that race each other end with exactly one row.
+WITH client AS (
+    SELECT k.client_id FROM api_keys k JOIN api_clients c ON c.id = k.client_id
+    WHERE k.key_hash = %(key_hash)s AND k.revoked_at IS NULL AND c.disabled_at IS NULL
+)
 INSERT INTO withdrawals (client_id, idempotency_key, request_hash, chain, asset, to_address, amount, reference)
-SELECT %(client_id)s, %(idempotency_key)s, %(request_hash)s, %(chain)s, %(asset)s, %(to_address)s,
+SELECT client.client_id, %(idempotency_key)s, %(request_hash)s, %(chain)s, %(asset)s, %(to_address)s,
        %(amount)s, %(reference)s
+FROM client
 WHERE NOT EXISTS (SELECT 1 FROM hot_wallets WHERE chain = %(chain)s AND address = %(to_address)s)
 ON CONFLICT (client_id, idempotency_key) DO NOTHING
 RETURNING *;

@@ -414,6 +414,14 @@ def test_requests_without_a_valid_key_are_401(api: Api, acme: Caller, db: Conn) 
             assert_problem(response, 401, "unauthenticated")
     with api.client("pk_not-a-real-key") as stranger:
         assert_problem(stranger.get("/v1/withdrawals"), 401, "invalid_api_key")
+        # An unknown key hears 401 whatever its request: valid, invalid, or without Idempotency-Key.
+        for body, headers in (
+            (order(), {"Idempotency-Key": "k3"}),
+            (order(amount="-1"), {"Idempotency-Key": "k4"}),
+            (order(), {}),
+        ):
+            assert_problem(stranger.post("/v1/withdrawals", json=body, headers=headers), 401, "invalid_api_key")
+    assert count(db, "SELECT count(*) AS n FROM procrastinate_jobs") == 1  # the one withdrawal's job
     assert count(db, "SELECT count(*) AS n FROM withdrawals") == 1
     assert acme.http.get(f"/v1/withdrawals/{created['id']}").json()["status"] == "PENDING"
 
