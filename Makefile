@@ -28,11 +28,14 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 # Benchmarks print figures (never part of `make test`); results also go to bench/results/.
+# `make bench BENCH_FLAGS=--quick` runs the end-to-end and growth benchmarks small (minutes).
 bench: $(STAMP)
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 	@mkdir -p bench/results
 	$(PY) -m bench.ingest --out bench/results/ingest.md
 	$(PY) -m bench.gas_report --out bench/results/gas.md
+	$(PY) -m bench.e2e $(BENCH_FLAGS) --out bench/results/e2e.md
+	$(PY) -m bench.growth $(BENCH_FLAGS) --out bench/results/growth.md
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy app db jobs
