@@ -186,6 +186,8 @@ def hot_queries(
         )
     ]
     payouts = [r["id"] for r in conn.execute("SELECT id FROM payouts ORDER BY created_at DESC LIMIT 20")]
+    # A sign job passes every PLANNED payout of a wallet: up to 200 (jobs/sign.py), 100 members each.
+    many = [r["id"] for r in conn.execute("SELECT id FROM payouts ORDER BY created_at DESC LIMIT 200")]
     chain = "localhost"
     page = {
         "client_id": history_client,
@@ -253,6 +255,7 @@ def hot_queries(
         ("senders_with_status", "senders_with_status", {"chain": chain, "status": "PLANNED"}),
         ("planned_payouts", "planned_payouts", {"chain": chain, "sender": sender, "limit": 200}),
         ("payout_members", "payout_members", {"ids": payouts}),
+        ("payout_members (200 payouts)", "payout_members", {"ids": many}),
         ("live_withdrawals_of_payouts", "live_withdrawals_of_payouts", {"ids": payouts}),
         ("approval_in_flight", "approval_in_flight", {"chain": chain, "sender": sender, "asset": "USDT"}),
         ("highest_live_nonce", "highest_live_nonce", {"chain": chain, "sender": sender}),
