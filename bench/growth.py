@@ -287,8 +287,11 @@ def positional(text: str) -> tuple[str, list[str]]:
 
 def explain(url: str, label: str, name: str, params: dict[str, Any]) -> dict[str, Any]:
     """EXPLAIN (ANALYZE, BUFFERS) of one named query, custom and generic plan, rolled back."""
-    text = query(name)
     out: dict[str, Any] = {"label": label}
+    try:
+        text = query(name)
+    except KeyError as exc:  # sql/queries.sql changed: report it, plan the others
+        return out | {"custom": f"error: {exc}", "generic": f"error: {exc}"}
     with psycopg.connect(url) as conn:
         cur = psycopg.ClientCursor(conn)
         try:
