@@ -197,7 +197,8 @@ def _parse_chain(path: Path, name: str, t: Any, environ: Mapping[str, str]) -> C
     batch_gas_share = t.get("batch_gas_share", 0.5)
     if not isinstance(batch_gas_share, int | float) or not 0 < batch_gas_share <= 1:
         raise RegistryError(f"{where}.batch_gas_share must be a number in (0, 1]")
-    batch_wait = t.get("batch_wait_seconds", 1.0)
+    # Waiting for a batch to fill costs latency: by default at most half a block, and 1 s.
+    batch_wait = t.get("batch_wait_seconds", min(1.0, float(block_time) / 2))
     if not isinstance(batch_wait, int | float) or isinstance(batch_wait, bool) or batch_wait < 0:
         raise RegistryError(f"{where}.batch_wait_seconds must be a number >= 0")
 

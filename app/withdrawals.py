@@ -9,7 +9,6 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from psycopg import AsyncConnection
 from pydantic import ValidationError
 from starlette.datastructures import QueryParams
 from starlette.requests import Request
@@ -24,7 +23,6 @@ from app.validation import request_hash, validate_order
 from db import withdrawals as repo
 from db.clients import hash_key
 from db.states import WithdrawalStatus
-from jobs.validate import validate as validate_job
 
 MAX_IDEMPOTENCY_KEY = 255
 DEFAULT_PAGE = 50
@@ -166,12 +164,8 @@ async def create_withdrawal(request: Request) -> Response:
                 amount=order.amount,
                 reference=body.reference,
             )
-
-            async def defer(c: AsyncConnection, chain: str = order.chain.name) -> None:
-                # The outbox: the row and its first job commit together or not at all.
-                await validate_job.configure(connection=c).defer_async(chain=chain)
-
-            row = await repo.insert_withdrawal(conn, hash_key(key), new, defer)
+            # The outbox: the row and its first job commit together or not at all.
+            row = await repo.insert_withdrawal(conn, hash_key(key), new)
             if row is not None:
                 location = {"Location": f"/v1/withdrawals/{row['id']}"}
                 return JSONResponse(render(request, row), status_code=201, headers=location)

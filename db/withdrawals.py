@@ -7,7 +7,7 @@ withdrawal and deferring its first job commit together (the transactional outbox
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -36,17 +36,16 @@ class NewWithdrawal:
     reference: str | None
 
 
-async def insert_withdrawal(
-    conn: AsyncConnection, key_hash: bytes, w: NewWithdrawal, defer: Callable[[AsyncConnection], Awaitable[Any]]
-) -> Row | None:
-    """Insert for the client behind an API key and defer its first job, in one transaction and two
-    round trips (pipeline mode). None, with nothing committed, when the key is unknown or revoked,
-    the idempotency key was used already, or the recipient is our own wallet."""
+async def insert_withdrawal(conn: AsyncConnection, key_hash: bytes, w: NewWithdrawal) -> Row | None:
+    """Insert for the client behind an API key and make sure a `validate` job will take it (the
+    outbox), in one transaction and two round trips (pipeline mode). None, with nothing committed,
+    when the key is unknown or revoked, the idempotency key was used already, or the recipient is
+    our own wallet."""
     params = w.__dict__ | {"key_hash": key_hash}
     async with conn.pipeline(), conn.transaction():
         cur = await conn.execute(query("insert_withdrawal"), params)
         # Sent with the INSERT; rolled back with it when nothing was inserted.
-        await defer(conn)
+        await conn.execute(query("defer_validate"), {"chain": w.chain})
         row = await cur.fetchone()
         if row is None:
             raise psycopg.Rollback()

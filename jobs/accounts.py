@@ -39,7 +39,7 @@ from jobs import context
 from jobs.alerts import AlertSink, clear_alert, raise_alert
 from jobs.fees import Fees, suggest_fees
 from jobs.plan import TOKEN_TRANSFER_GAS_RESERVE, balance_of_data, batch_contract_verified, payload_for
-from jobs.queue import enqueue, queue
+from jobs.queue import PRIORITY, enqueue, queue
 from jobs.retry import backoff
 from jobs.rpc import RpcClient
 
@@ -324,7 +324,7 @@ async def report(pool: AsyncConnectionPool, sink: AlertSink, result: CheckResult
         await clear_alert(pool, key, message)
 
 
-@queue.task(name="accounts", queue="accounts", retry=backoff(3))
+@queue.task(name="accounts", queue="accounts", priority=PRIORITY["accounts"], retry=backoff(3))
 async def accounts_task(chain: str) -> int:
     """Check a chain's hot wallets and the main account; returns how many top-ups were planned."""
     settings = context.settings()

@@ -20,7 +20,7 @@ from db.queries import query
 from db.states import WithdrawalStatus
 from db.withdrawals import transition
 from jobs import context
-from jobs.queue import queue
+from jobs.queue import PRIORITY, queue
 from jobs.retry import backoff
 from jobs.rpc import RpcClient, RpcError, RpcErrorKind, RpcUnavailable, is_maybe_mined
 
@@ -119,6 +119,6 @@ async def _broadcast(pool: AsyncConnectionPool, rpc: RpcClient, chain: Chain, se
     return len(done)
 
 
-@queue.task(name="broadcast", queue="broadcast", retry=backoff(12))
+@queue.task(name="broadcast", queue="broadcast", priority=PRIORITY["broadcast"], retry=backoff(12))
 async def broadcast_task(chain: str, sender: str) -> int:
     return await broadcast_sender(context.pool(), context.rpc(chain), context.chain(chain), sender)

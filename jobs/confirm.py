@@ -31,7 +31,7 @@ from db.withdrawals import transition
 from jobs import context
 from jobs.fees import Fees, bump_fees, suggest_fees
 from jobs.keys import load_signer
-from jobs.queue import enqueue, queue
+from jobs.queue import PRIORITY, enqueue, queue
 from jobs.retry import backoff
 from jobs.rpc import RpcClient, RpcError, RpcErrorKind, revert_reason
 from jobs.txbuild import Payload, sign, tx_fields
@@ -417,7 +417,7 @@ async def supersede(pool: AsyncConnectionPool, chain: Chain, p: dict[str, Any]) 
         await enqueue(conn, "validate", chain=chain.name)
 
 
-@queue.task(name="watch", queue="watch", retry=backoff(5))
+@queue.task(name="watch", queue="watch", priority=PRIORITY["watch"], retry=backoff(5))
 async def watch_task(chain: str) -> int:
     started = time.monotonic()
     r = await watch_chain(context.pool(), context.rpc(chain), context.chain(chain))

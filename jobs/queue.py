@@ -16,6 +16,12 @@ queue = procrastinate.App(
 )
 
 
+# Jobs with a higher priority are fetched first. Later steps go first, so that work on its way
+# drains before new work is taken in, and the tick (which wakes the watcher) never waits behind a
+# backlog of intake.
+PRIORITY = {"tick": 30, "watch": 20, "broadcast": 15, "sign": 10, "accounts": 5, "validate": 0}
+
+
 async def enqueue(conn: Any, task: str, **kwargs: Any) -> None:
     """Defer a job by task name inside the caller's transaction (the outbox)."""
-    await queue.configure_task(task, connection=conn).defer_async(**kwargs)
+    await queue.configure_task(task, connection=conn, priority=PRIORITY[task]).defer_async(**kwargs)

@@ -24,7 +24,7 @@ from jobs.batching import Member, find_culprits, lacking_allowance, members_of, 
 from jobs.fees import Fees, suggest_fees
 from jobs.keys import load_signer
 from jobs.plan import payload_for
-from jobs.queue import enqueue, queue
+from jobs.queue import PRIORITY, enqueue, queue
 from jobs.retry import backoff
 from jobs.rpc import RpcClient, RpcError, RpcErrorKind, revert_reason
 from jobs.txbuild import NATIVE_TRANSFER_GAS, Payload, sign, tx_fields
@@ -261,6 +261,6 @@ async def sign_sender(pool: AsyncConnectionPool, rpc: RpcClient, chain: Chain, s
     return signed
 
 
-@queue.task(name="sign", queue="sign", retry=backoff(10))
+@queue.task(name="sign", queue="sign", priority=PRIORITY["sign"], retry=backoff(10))
 async def sign_task(chain: str, sender: str) -> int:
     return await sign_sender(context.pool(), context.rpc(chain), context.chain(chain), sender)

@@ -16,7 +16,7 @@ from procrastinate.jobs import Status
 
 from db.queries import query
 from jobs import context
-from jobs.queue import queue
+from jobs.queue import PRIORITY, queue
 
 log = logging.getLogger("payouts.jobs.tick")
 
@@ -29,7 +29,7 @@ async def defer_once(task: str, lock: str, **kwargs: str) -> bool:
     try:
         # At most one waiting. Steps that must not run twice at once take a Postgres advisory
         # lock themselves: it dies with a killed worker's connection, a procrastinate `lock` does not.
-        await queue.configure_task(task, queueing_lock=lock).defer_async(**kwargs)
+        await queue.configure_task(task, queueing_lock=lock, priority=PRIORITY[task]).defer_async(**kwargs)
     except AlreadyEnqueued:
         return False  # one is already waiting; it will see the same work
     return True
@@ -58,7 +58,7 @@ async def retry_stalled_jobs() -> int:
 
 
 @queue.periodic(cron="* * * * * *", periodic_id="tick")
-@queue.task(name="tick", queue="tick", queueing_lock="tick")
+@queue.task(name="tick", queue="tick", queueing_lock="tick", priority=PRIORITY["tick"])
 async def tick(timestamp: int) -> None:
     if timestamp % STALLED_CHECK_EVERY == 0:
         await retry_stalled_jobs()

@@ -16,7 +16,7 @@ from db.states import WithdrawalStatus
 from db.withdrawals import transition
 from jobs import context
 from jobs.plan import plan
-from jobs.queue import queue
+from jobs.queue import PRIORITY, queue
 from jobs.retry import backoff
 
 log = logging.getLogger("payouts.jobs.validate")
@@ -36,7 +36,7 @@ async def take_pending(pool: AsyncConnectionPool, chain: str, limit: int = BATCH
     return len(moved)
 
 
-@queue.task(name="validate", queue="validate", retry=backoff(8))
+@queue.task(name="validate", queue="validate", priority=PRIORITY["validate"], retry=backoff(8))
 async def validate(chain: str) -> int:
     """Take new withdrawals of a chain into the pipeline and plan their transactions."""
     pool = context.pool()

@@ -25,6 +25,15 @@ WHERE NOT EXISTS (SELECT 1 FROM hot_wallets WHERE chain = %(chain)s AND address 
 ON CONFLICT (client_id, idempotency_key) DO NOTHING
 RETURNING *;
 
+-- name: defer_validate
+-- The outbox of a new withdrawal: a `validate` job for its chain, unless one is already waiting to
+-- run (procrastinate's queueing lock `validate:<chain>`, the one the tick uses). A waiting job
+-- takes every PENDING withdrawal of its chain when it runs, so one job per withdrawal would only
+-- load the queue. Procrastinate's triggers on its table notify the workers as for any defer.
+INSERT INTO procrastinate_jobs (queue_name, task_name, priority, queueing_lock, args)
+VALUES ('validate', 'validate', 0, 'validate:' || %(chain)s, jsonb_build_object('chain', %(chain)s::text))
+ON CONFLICT (queueing_lock) WHERE status = 'todo' DO NOTHING;
+
 -- name: get_withdrawal_by_idempotency_key
 -- The withdrawal a client created with an idempotency key.
 SELECT * FROM withdrawals_with_tx WHERE client_id = %(client_id)s AND idempotency_key = %(idempotency_key)s;
