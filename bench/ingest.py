@@ -1,9 +1,9 @@
-"""Ingest benchmark: POST /v1/withdrawals against a bare INSERT + defer endpoint, side by side.
+"""Ingest benchmark: POST /v1/withdrawals against bare INSERT + defer endpoints, side by side.
 
     .venv/bin/python -m bench.ingest [--duration 10] [--out FILE]
 
 Creates a scratch database (`payouts_bench`, on TEST_DATABASE_URL's server), serves the API and
-the bare endpoint from one uvicorn process (uvloop, httptools, one worker), and drives both with
+the bare endpoints (bench/server.py) from one uvicorn process (uvloop, httptools, one worker), and drives both with
 wrk (Debian package `wrk`, a separate process; 2 threads) at 10, 100 and 1,000 connections.
 No job worker runs, so the measure is the API alone. Both share the machine's 2 cores with wrk.
 """
@@ -124,10 +124,12 @@ def main(argv: list[str] | None = None) -> int:
         for connections in CONNECTIONS:
             api = run_wrk(base, "/v1/withdrawals", key, connections, args.duration, f"{run}-{connections}")
             bare = run_wrk(base, "/bare", key, connections, args.duration, f"{run}-{connections}")
-            rows.append((connections, api, bare))
+            one = run_wrk(base, "/bare-one", key, connections, args.duration, f"{run}-{connections}")
+            rows.append((connections, api, bare, one))
             print(
                 f"{connections} connections: api {api['rps']:.0f}/s p95 {api['p95']:.1f} ms, "
-                f"bare {bare['rps']:.0f}/s p95 {bare['p95']:.1f} ms",
+                f"bare {bare['rps']:.0f}/s p95 {bare['p95']:.1f} ms, "
+                f"bare one-statement {one['rps']:.0f}/s p95 {one['p95']:.1f} ms",
                 flush=True,
             )
     finally:
@@ -135,17 +137,22 @@ def main(argv: list[str] | None = None) -> int:
         server.wait(timeout=20)
 
     lines = [
-        f"Ingest, {args.duration} s per cell, one uvicorn process (uvloop), wrk -t2 on the same 2-core machine:",
+        f"Ingest, {args.duration} s per cell, one uvicorn process (uvloop), wrk -t2 on the same 2-core machine.",
+        "bare: INSERT + procrastinate defer in one transaction (4 round trips); bare one-statement: both in one",
+        "CTE (1 round trip), as the API's create does. Ratios are the API's throughput over each.",
         "",
         "| connections | POST /v1/withdrawals req/s | p50 / p95 / p99 ms "
-        "| bare INSERT+defer req/s | p50 / p95 / p99 ms | ratio | errors (api / bare) |",
-        "|---|---|---|---|---|---|---|",
+        "| bare INSERT+defer req/s | p50 / p95 / p99 ms | ratio "
+        "| bare one-statement req/s | p50 / p95 / p99 ms | ratio | errors (api / bare / one) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for connections, api, bare in rows:
+    for connections, api, bare, one in rows:
         lines.append(
             f"| {connections} | {api['rps']:,.0f} | {api['p50']:.1f} / {api['p95']:.1f} / {api['p99']:.1f} "
             f"| {bare['rps']:,.0f} | {bare['p50']:.1f} / {bare['p95']:.1f} / {bare['p99']:.1f} "
-            f"| {api['rps'] / bare['rps']:.0%} | {api['errors']} / {bare['errors']} |"
+            f"| {api['rps'] / bare['rps']:.0%} "
+            f"| {one['rps']:,.0f} | {one['p50']:.1f} / {one['p95']:.1f} / {one['p99']:.1f} "
+            f"| {api['rps'] / one['rps']:.0%} | {api['errors']} / {bare['errors']} / {one['errors']} |"
         )
     text = "\n".join(lines) + "\n"
     print(text)

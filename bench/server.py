@@ -1,7 +1,10 @@
-"""The API plus a bare endpoint, served by one process, for the ingest benchmark.
+"""The API plus bare endpoints, served by one process, for the ingest benchmark.
 
-`POST /bare` does only what any ingest must: parse a small JSON body, one INSERT, one job defer,
-in one transaction. It is the yardstick `POST /v1/withdrawals` is measured against.
+`POST /bare` does only what any ingest must: parse a small JSON body, one INSERT, one job defer
+(procrastinate's `defer_async`), in one transaction: the yardstick `POST /v1/withdrawals` is
+measured against. `POST /bare-one` does the same in a single statement (the INSERT and the job
+row in one CTE, as the API's create does), so the API's own overhead (auth, validation, the
+trigger-checked withdrawals table, the answer) can be read from it as well.
 """
 
 from __future__ import annotations
@@ -33,5 +36,22 @@ async def bare(request: Request) -> Response:
     return JSONResponse({"id": row["id"]}, status_code=201)  # type: ignore[index]
 
 
+BARE_ONE = """
+WITH created AS (INSERT INTO bench_bare (body) VALUES (%s) RETURNING id), job AS (
+    INSERT INTO procrastinate_jobs (queue_name, task_name, args)
+    SELECT 'validate', 'validate', jsonb_build_object('chain', %s::text) FROM created
+)
+SELECT id FROM created
+"""
+
+
+async def bare_one(request: Request) -> Response:
+    body = json.loads(await request.body())
+    async with request.app.state.pool.connection() as conn:
+        cur = await conn.execute(BARE_ONE, (json.dumps(body), body["chain"]))
+        row = await cur.fetchone()
+    return JSONResponse({"id": row["id"]}, status_code=201)  # type: ignore[index]
+
+
 app = create_app()
-app.router.routes.append(Route("/bare", bare, methods=["POST"]))
+app.router.routes += [Route("/bare", bare, methods=["POST"]), Route("/bare-one", bare_one, methods=["POST"])]

@@ -37,19 +37,11 @@ class NewWithdrawal:
 
 
 async def insert_withdrawal(conn: AsyncConnection, key_hash: bytes, w: NewWithdrawal) -> Row | None:
-    """Insert for the client behind an API key and make sure a `validate` job will take it (the
-    outbox), in one transaction and two round trips (pipeline mode). None, with nothing committed,
-    when the key is unknown or revoked, the idempotency key was used already, or the recipient is
-    our own wallet."""
-    params = w.__dict__ | {"key_hash": key_hash}
-    async with conn.pipeline(), conn.transaction():
-        cur = await conn.execute(query("insert_withdrawal"), params)
-        # Sent with the INSERT; rolled back with it when nothing was inserted.
-        await conn.execute(query("defer_validate"), {"chain": w.chain})
-        row = await cur.fetchone()
-        if row is None:
-            raise psycopg.Rollback()
-    return row  # type: ignore[return-value]
+    """Insert for the client behind an API key, with the job that takes it into the pipeline, in
+    one statement. None, with nothing written, when the key is unknown or revoked, the idempotency
+    key was used already, or the recipient is our own wallet."""
+    cur = await conn.execute(query("insert_withdrawal"), w.__dict__ | {"key_hash": key_hash})
+    return await cur.fetchone()  # type: ignore[return-value]
 
 
 async def get_by_idempotency_key(conn: AsyncConnection, client_id: uuid.UUID, key: str) -> Row | None:

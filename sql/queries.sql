@@ -8,31 +8,34 @@ FROM api_keys k JOIN api_clients c ON c.id = k.client_id
 WHERE k.key_hash = %(key_hash)s AND k.revoked_at IS NULL AND c.disabled_at IS NULL;
 
 -- name: insert_withdrawal
--- Create a withdrawal for the client behind an API key (by its SHA-256: authentication and insert
--- are one statement on the create path), unless the key is unknown or revoked, the client already
--- used this idempotency key, or the recipient is one of our own wallets on that chain; returns no
--- row then (the caller tells which). ON CONFLICT waits for a concurrent insert with the same key
--- to commit, so duplicates that race each other end with exactly one row.
+-- Create a withdrawal and its first job in one statement (one round trip, one transaction: the
+-- outbox), for the client behind an API key (by its SHA-256). Nothing is written when the key is
+-- unknown or revoked, the client already used this idempotency key, or the recipient is one of
+-- our own wallets on that chain; no row comes back then (the caller tells which). ON CONFLICT
+-- waits for a concurrent insert with the same key to commit, so duplicates that race each other
+-- end with exactly one row.
+-- The job is procrastinate's `validate` for the chain, unless one is already waiting to run (its
+-- queueing lock `validate:<chain>`, the one the tick uses): a waiting job takes every PENDING
+-- withdrawal of its chain when it runs, so one job per withdrawal would only load the queue.
+-- Procrastinate's triggers on its table notify the workers as for any defer.
 WITH client AS (
     SELECT k.client_id FROM api_keys k JOIN api_clients c ON c.id = k.client_id
     WHERE k.key_hash = %(key_hash)s AND k.revoked_at IS NULL AND c.disabled_at IS NULL
+), created AS (
+    INSERT INTO withdrawals (client_id, idempotency_key, request_hash, chain, asset, to_address, amount, reference)
+    SELECT client.client_id, %(idempotency_key)s, %(request_hash)s, %(chain)s, %(asset)s, %(to_address)s,
+           %(amount)s, %(reference)s
+    FROM client
+    WHERE NOT EXISTS (SELECT 1 FROM hot_wallets WHERE chain = %(chain)s AND address = %(to_address)s)
+    ON CONFLICT (client_id, idempotency_key) DO NOTHING
+    RETURNING *
+), job AS (
+    INSERT INTO procrastinate_jobs (queue_name, task_name, priority, queueing_lock, args)
+    SELECT 'validate', 'validate', 0, 'validate:' || created.chain, jsonb_build_object('chain', created.chain)
+    FROM created
+    ON CONFLICT (queueing_lock) WHERE status = 'todo' DO NOTHING
 )
-INSERT INTO withdrawals (client_id, idempotency_key, request_hash, chain, asset, to_address, amount, reference)
-SELECT client.client_id, %(idempotency_key)s, %(request_hash)s, %(chain)s, %(asset)s, %(to_address)s,
-       %(amount)s, %(reference)s
-FROM client
-WHERE NOT EXISTS (SELECT 1 FROM hot_wallets WHERE chain = %(chain)s AND address = %(to_address)s)
-ON CONFLICT (client_id, idempotency_key) DO NOTHING
-RETURNING *;
-
--- name: defer_validate
--- The outbox of a new withdrawal: a `validate` job for its chain, unless one is already waiting to
--- run (procrastinate's queueing lock `validate:<chain>`, the one the tick uses). A waiting job
--- takes every PENDING withdrawal of its chain when it runs, so one job per withdrawal would only
--- load the queue. Procrastinate's triggers on its table notify the workers as for any defer.
-INSERT INTO procrastinate_jobs (queue_name, task_name, priority, queueing_lock, args)
-VALUES ('validate', 'validate', 0, 'validate:' || %(chain)s, jsonb_build_object('chain', %(chain)s::text))
-ON CONFLICT (queueing_lock) WHERE status = 'todo' DO NOTHING;
+SELECT * FROM created;
 
 -- name: get_withdrawal_by_idempotency_key
 -- The withdrawal a client created with an idempotency key.
