@@ -319,10 +319,14 @@ async def insert_payout(
     row = await cur.fetchone()
     assert row is not None
     payout_id: uuid.UUID = row["id"]  # type: ignore[call-overload]
-    for r, amount in members:
-        await conn.execute(
-            query("insert_payout_item"), {"payout_id": payout_id, "withdrawal_id": r["id"], "amount": amount}
-        )
+    await conn.execute(
+        query("insert_payout_items"),
+        {
+            "payout_id": payout_id,
+            "withdrawal_ids": [r["id"] for r, _ in members],
+            "amounts": [amount for _, amount in members],
+        },
+    )
     return payout_id
 
 

@@ -172,9 +172,10 @@ INSERT INTO payouts (chain, sender, kind, asset, to_address, value, data)
 VALUES (%(chain)s, %(sender)s, %(kind)s, %(asset)s, %(to_address)s, %(value)s, %(data)s)
 RETURNING id;
 
--- name: insert_payout_item
--- A withdrawal paid by a transaction.
-INSERT INTO payout_items (payout_id, withdrawal_id, amount) VALUES (%(payout_id)s, %(withdrawal_id)s, %(amount)s);
+-- name: insert_payout_items
+-- The withdrawals a transaction pays, with their amounts (one statement for the whole batch).
+INSERT INTO payout_items (payout_id, withdrawal_id, amount)
+SELECT %(payout_id)s, w, a FROM unnest(%(withdrawal_ids)s::uuid[], %(amounts)s::numeric[]) AS m (w, a);
 
 -- name: senders_with_status
 -- Senders on a chain that have transactions in a status (work for a signer or broadcaster).
