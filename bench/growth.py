@@ -252,7 +252,6 @@ def hot_queries(
         ("validating_withdrawals", "validating_withdrawals", {"chain": chain, "limit": 2000}),
         ("note_withdrawals", "note_withdrawals", {"ids": some, "note": "waiting"}),
         ("reservations", "reservations", {"chain": chain}),
-        ("senders_with_status", "senders_with_status", {"chain": chain, "status": "PLANNED"}),
         ("planned_payouts", "planned_payouts", {"chain": chain, "sender": sender, "limit": 200}),
         ("payout_members", "payout_members", {"ids": payouts}),
         ("payout_members (200 payouts)", "payout_members", {"ids": many}),

@@ -3,9 +3,9 @@
     .venv/bin/python -m bench.ingest [--duration 10] [--out FILE]
 
 Creates a scratch database (`payouts_bench`, on TEST_DATABASE_URL's server), serves the API and
-the bare endpoints (bench/server.py) from one uvicorn process (uvloop, httptools, one worker), and drives both with
+the bare endpoints (bench/server.py) from one uvicorn process (uvloop, httptools, one worker), and drives them with
 wrk (Debian package `wrk`, a separate process; 2 threads) at 10, 100 and 1,000 connections.
-No job worker runs, so the measure is the API alone. Both share the machine's 2 cores with wrk.
+No job worker runs, so the measure is the API alone. All share the machine's 2 cores with wrk.
 """
 
 from __future__ import annotations

@@ -177,10 +177,6 @@ RETURNING id;
 INSERT INTO payout_items (payout_id, withdrawal_id, amount)
 SELECT %(payout_id)s, w, a FROM unnest(%(withdrawal_ids)s::uuid[], %(amounts)s::numeric[]) AS m (w, a);
 
--- name: senders_with_status
--- Senders on a chain that have transactions in a status (work for a signer or broadcaster).
-SELECT DISTINCT sender FROM payouts WHERE chain = %(chain)s AND status = %(status)s;
-
 -- name: planned_payouts
 -- Transactions of a sender waiting for a nonce and a signature, oldest first.
 SELECT id, kind, asset, to_address, value, data FROM payouts
