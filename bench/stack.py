@@ -289,7 +289,7 @@ def register_wallets(url: str, chain: BenchChain) -> None:
 
 def chains_toml(chain: BenchChain, *, confirmations: int, max_in_flight: int) -> str:
     """The registry of the bench chain; batch settings stay at their defaults (batch_max 100,
-    batch_gas_share 0.5, batch_wait_seconds 1) and so does the stuck timer (3 block times)."""
+    batch_gas_share 0.5, batch_wait_seconds half a block time) and so does the stuck timer (3 block times)."""
     return f"""
 [chains.{CHAIN}]
 chain_id = {CHAIN_ID}
