@@ -1,16 +1,20 @@
 """Prometheus metrics (text format 0.0.4) from the database: what the account manager saw last.
 
 Read from Postgres, so one scrape of any API process shows what every worker wrote. Balances are
-in whole units of the asset. Serve it on an internal network only: it lists our wallets.
+in whole units of the asset. It lists our wallets, so API clients cannot read it: it answers only
+the bearer token PAYOUTS_METRICS_TOKEN (and is off, 404, without one).
 """
 
 from __future__ import annotations
+
+import hmac
 
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from app.amounts import format_units
+from app.errors import ApiError
 from app.registry import Registry
 from db.queries import query
 
@@ -19,7 +23,22 @@ def label(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
+def check_token(request: Request) -> None:
+    token = request.app.state.settings.metrics_token
+    if token is None:
+        raise ApiError(404, "metrics_disabled", "set PAYOUTS_METRICS_TOKEN to serve /metrics")
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.reveal().encode()):
+        raise ApiError(
+            401,
+            "invalid_metrics_token",
+            "send the metrics token as 'Authorization: Bearer <token>'",
+            headers={"WWW-Authenticate": 'Bearer realm="payouts-metrics"'},
+        )
+
+
 async def metrics(request: Request) -> Response:
+    check_token(request)
     registry: Registry = request.app.state.registry
     async with request.app.state.pool.connection() as conn:
         balances = await (await conn.execute(query("metrics_balances"))).fetchall()

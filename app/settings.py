@@ -104,6 +104,8 @@ class Settings:
     alert_webhook_url: Secret | None = None
     # The same alert is sent at most once per this many seconds.
     alert_interval_seconds: int = 3600
+    # The bearer token a scraper sends for /metrics (unset: /metrics is off).
+    metrics_token: Secret | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -117,6 +119,9 @@ class Settings:
         custody = CustodySettings.from_env(env)
         if environment == "production" and (problems := custody.production_problems()):
             raise SettingsError("refusing to start in production: " + "; ".join(problems))
+        metrics_token = env.get("PAYOUTS_METRICS_TOKEN") or None
+        if metrics_token is not None and len(metrics_token) < 16:
+            raise SettingsError("PAYOUTS_METRICS_TOKEN must be at least 16 characters")
         webhook = env.get("PAYOUTS_ALERT_WEBHOOK_URL") or None
         if webhook is not None and not webhook.startswith(("https://", "http://")):
             raise SettingsError("PAYOUTS_ALERT_WEBHOOK_URL must be an http(s) URL")
@@ -128,6 +133,7 @@ class Settings:
             custody=custody,
             alert_webhook_url=Secret(webhook) if webhook else None,
             alert_interval_seconds=_int(env, "PAYOUTS_ALERT_INTERVAL_SECONDS", 3600, 1, 7 * 24 * 3600),
+            metrics_token=Secret(metrics_token) if metrics_token else None,
         )
 
 

@@ -42,6 +42,7 @@ from jobs.plan import TOKEN_TRANSFER_GAS_RESERVE, balance_of_data, batch_contrac
 from jobs.queue import PRIORITY, enqueue, queue
 from jobs.retry import backoff
 from jobs.rpc import RpcClient
+from jobs.sign import with_margin
 
 log = logging.getLogger("payouts.jobs.accounts")
 
@@ -88,11 +89,12 @@ def effective_rule(chain: Chain, rule: Rule, rules: dict[str, Rule], fees: Fees)
 
 
 def tx_gas(asset: Asset, wallets: int, batched: bool) -> int:
+    """The most gas the top-ups of `wallets` wallets may be given (with the signer's margin)."""
     kind = "native" if asset.is_native else "token"
     if not batched:
-        return SINGLE_GAS[kind] * wallets
+        return with_margin(SINGLE_GAS[kind]) * wallets
     base, per_wallet = BATCH_GAS[kind]
-    return base + per_wallet * wallets
+    return with_margin(base + per_wallet * wallets)
 
 
 def choose_topups(
@@ -187,6 +189,7 @@ async def _check(conn: AsyncConnection, rpc: RpcClient, chain: Chain, result: Ch
             f"{chain.name}: top-up rules are set but {len(mains)} main accounts are registered (need exactly one)"
         )
         return
+    result.cleared[f"main_account:{chain.name}"] = f"{chain.name}: one main account is registered again"
     main = mains[0]
 
     # Database first, balances second (see the module's docstring).
@@ -204,6 +207,15 @@ async def _check(conn: AsyncConnection, rpc: RpcClient, chain: Chain, result: Ch
         for r in await cur.fetchall()
     }
 
+    batching = chain.batch_contract is not None and await batch_contract_verified(rpc, chain)
+    # Gas the main account's transactions on their way (top-ups, approvals) may still burn.
+    most_gas = max(tx_gas(rule.asset, len(hots), batching) for rule in rules.values())
+    cur = await conn.execute(
+        query("unmined_gas_of_sender"), {"chain": chain.name, "sender": main, "default_gas": most_gas}
+    )
+    row = await cur.fetchone()
+    main_unmined_gas = int(row["gas"]) if row else 0  # type: ignore[call-overload]
+
     fees = await suggest_fees(rpc, chain)
     assets = [chain.native, *(a for a in chain.tokens.values() if a.symbol in rules)]
     balances = await read_balances(rpc, chain, [main, *hots], assets)
@@ -215,9 +227,12 @@ async def _check(conn: AsyncConnection, rpc: RpcClient, chain: Chain, result: Ch
                 {"chain": chain.name, "address": address, "asset": symbol, "balance": balance},
             )
 
-    batching = chain.batch_contract is not None and await batch_contract_verified(rpc, chain)
     cost_per_gas = fees.max_cost_per_gas()
-    main_native_spare = balances[main][chain.native.symbol] - main_reserved.get(chain.native.symbol, 0)
+    main_native_spare = (
+        balances[main][chain.native.symbol]
+        - main_reserved.get(chain.native.symbol, 0)
+        - main_unmined_gas * cost_per_gas
+    )
     # Tokens first: their gas comes out of the native balance that native top-ups would use.
     for symbol in sorted(rules, key=lambda s: rules[s].asset.is_native):
         rule = effective_rule(chain, rules[symbol], rules, fees)

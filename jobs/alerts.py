@@ -50,7 +50,11 @@ async def raise_alert(pool: AsyncConnectionPool, sink: AlertSink, key: str, mess
     async with pool.connection() as conn:
         await conn.execute(
             query("give_back_alert"),
-            {"key": key, "previous_sent_at": claim["previous_sent_at"]},  # type: ignore[call-overload]
+            {
+                "key": key,
+                "previous_sent_at": claim["previous_sent_at"],  # type: ignore[call-overload]
+                "claimed_at": claim["claimed_at"],  # type: ignore[call-overload]
+            },
         )
     return False
 
@@ -68,7 +72,7 @@ async def post_webhook(url: Secret, message: str) -> str | None:
     try:
         async with httpx.AsyncClient(timeout=WEBHOOK_TIMEOUT_SECONDS) as http:
             reply = await http.post(url.reveal(), json={"text": message})
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
         return type(exc).__name__
     if reply.is_success:
         return None

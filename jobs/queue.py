@@ -16,10 +16,12 @@ queue = procrastinate.App(
 )
 
 
-# Jobs with a higher priority are fetched first. Later steps go first, so that work on its way
-# drains before new work is taken in, and the tick (which wakes the watcher) never waits behind a
-# backlog of intake.
-PRIORITY = {"tick": 30, "watch": 20, "broadcast": 15, "sign": 10, "accounts": 5, "validate": 0}
+# Jobs with a higher priority are fetched first (procrastinate never ages a waiting job). The tick
+# goes first, so that it is never stuck behind a backlog; then signing and broadcasting, which
+# only drain work that planning made (so they cannot starve the rest); the steps that come back
+# by themselves (watch every second per chain, intake, account checks) share one priority and
+# take turns in queue order.
+PRIORITY = {"tick": 30, "broadcast": 20, "sign": 15, "watch": 10, "validate": 10, "accounts": 10}
 
 
 async def enqueue(conn: Any, task: str, **kwargs: Any) -> None:

@@ -1,8 +1,10 @@
 """Validate step: take PENDING withdrawals of a chain into the pipeline, a batch per job.
 
-A job is deferred with every new withdrawal (in the same transaction as its row), but each job
-takes every PENDING withdrawal of its chain that no other worker holds, so under load most jobs
-find their work already done and the pipeline moves in batches.
+A new withdrawal's statement also queues a job for its chain unless one is already waiting
+(sql/queries.sql `insert_withdrawal`), and each job takes every PENDING withdrawal of its chain
+that no other worker holds, so the pipeline moves in batches. A plan that fails on the chain's
+RPC is not retried by procrastinate: a job waiting for its retry would hold the chain's queueing
+lock and hold up intake; the tick queues the next one within a second instead.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from jobs import context
 from jobs.plan import plan
 from jobs.queue import PRIORITY, queue
 from jobs.retry import backoff
+from jobs.rpc import RpcError
 
 log = logging.getLogger("payouts.jobs.validate")
 
@@ -43,5 +46,10 @@ async def validate(chain: str) -> int:
     while await take_pending(pool, chain) == BATCH_SIZE:
         pass
     c = context.chain(chain)
-    result = await plan(pool, context.rpc(chain), c, max_in_flight=c.max_in_flight_per_wallet)
+    try:
+        result = await plan(pool, context.rpc(chain), c, max_in_flight=c.max_in_flight_per_wallet)
+    except RpcError as exc:
+        # Not retried by procrastinate (see the module's docstring): the tick queues the next job.
+        log.warning("plan %s: the chain's RPC failed (%s); planning again at the next tick", chain, exc.kind.name)
+        return 0
     return result.assigned

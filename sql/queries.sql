@@ -16,8 +16,11 @@ WHERE k.key_hash = %(key_hash)s AND k.revoked_at IS NULL AND c.disabled_at IS NU
 -- end with exactly one row.
 -- The job is procrastinate's `validate` for the chain, unless one is already waiting to run (its
 -- queueing lock `validate:<chain>`, the one the tick uses): a waiting job takes every PENDING
--- withdrawal of its chain when it runs, so one job per withdrawal would only load the queue.
--- Procrastinate's triggers on its table notify the workers as for any defer.
+-- withdrawal of its chain when it runs, so one job per withdrawal would only load the queue. A
+-- waiting job that a worker takes before this statement commits may miss this withdrawal; the
+-- next create queues a new job, and the tick queues one every second while any is PENDING.
+-- Procrastinate's triggers on its table notify the workers as for any defer. The priority is
+-- jobs/queue.py PRIORITY["validate"] (a test keeps the two equal).
 WITH client AS (
     SELECT k.client_id FROM api_keys k JOIN api_clients c ON c.id = k.client_id
     WHERE k.key_hash = %(key_hash)s AND k.revoked_at IS NULL AND c.disabled_at IS NULL
@@ -31,7 +34,7 @@ WITH client AS (
     RETURNING *
 ), job AS (
     INSERT INTO procrastinate_jobs (queue_name, task_name, priority, queueing_lock, args)
-    SELECT 'validate', 'validate', 0, 'validate:' || created.chain, jsonb_build_object('chain', created.chain)
+    SELECT 'validate', 'validate', 10, 'validate:' || created.chain, jsonb_build_object('chain', created.chain)
     FROM created
     ON CONFLICT (queueing_lock) WHERE status = 'todo' DO NOTHING
 )
@@ -516,6 +519,12 @@ SELECT address, role FROM hot_wallets WHERE chain = %(chain)s AND enabled ORDER 
 -- Top-ups on their way (no second one goes to the same wallet and asset until they settle).
 SELECT wallet, asset, amount FROM topups WHERE chain = %(chain)s AND status = 'IN_FLIGHT';
 
+-- name: unmined_gas_of_sender
+-- The gas a sender's transactions not yet mined may still burn (their gas limit, or `default_gas`
+-- for those not signed yet): a balance check keeps it aside.
+SELECT coalesce(sum(coalesce(gas_limit, %(default_gas)s)), 0) AS gas FROM payouts
+WHERE chain = %(chain)s AND sender = %(sender)s AND status IN ('PLANNED', 'SIGNED', 'BROADCASTED');
+
 -- name: topped_up_last_day
 -- Per asset, what top-ups took from the main account in the last 24 hours (the daily limit).
 SELECT asset, sum(amount) AS spent FROM topups
@@ -528,9 +537,11 @@ INSERT INTO topups (payout_id, chain, asset, wallet, amount, balance_before)
 VALUES (%(payout_id)s, %(chain)s, %(asset)s, %(wallet)s, %(amount)s, %(balance_before)s);
 
 -- name: fail_topups_of_payout
--- The top-ups of a transaction that will never be sent (it would revert).
+-- The top-ups of a transaction that will never be sent (it would revert), while it has no nonce
+-- (a concurrent signer may have signed it since this one simulated it).
 UPDATE topups SET status = 'FAILED', note = %(note)s, updated_at = now()
-WHERE payout_id = %(payout_id)s AND status = 'IN_FLIGHT';
+WHERE payout_id = %(payout_id)s AND status = 'IN_FLIGHT'
+  AND EXISTS (SELECT 1 FROM payouts WHERE id = %(payout_id)s AND status = 'PLANNED');
 
 -- name: save_wallet_balance
 -- The balance the account manager read last.
@@ -548,9 +559,9 @@ WITH previous AS (
     VALUES (%(key)s, true, now(), %(message)s)
     ON CONFLICT (key) DO UPDATE SET active = true, last_sent_at = now(), message = EXCLUDED.message
     WHERE a.last_sent_at IS NULL OR a.last_sent_at < now() - make_interval(secs => %(interval_seconds)s)
-    RETURNING key
+    RETURNING last_sent_at
 )
-SELECT (SELECT last_sent_at FROM previous) AS previous_sent_at FROM upsert;
+SELECT (SELECT last_sent_at FROM previous) AS previous_sent_at, upsert.last_sent_at AS claimed_at FROM upsert;
 
 -- name: mark_alert_active
 -- The condition holds (whether or not an alert is sent now): the metric shows it.
@@ -558,8 +569,8 @@ INSERT INTO alert_state (key, active, message) VALUES (%(key)s, true, %(message)
 ON CONFLICT (key) DO UPDATE SET active = true, message = EXCLUDED.message;
 
 -- name: give_back_alert
--- A send failed: the next check tries again.
-UPDATE alert_state SET last_sent_at = %(previous_sent_at)s WHERE key = %(key)s;
+-- A send failed: the next check tries again (unless another worker has claimed it since).
+UPDATE alert_state SET last_sent_at = %(previous_sent_at)s WHERE key = %(key)s AND last_sent_at = %(claimed_at)s;
 
 -- name: clear_alert
 -- The condition is over; returns the key when it was active.

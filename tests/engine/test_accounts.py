@@ -16,7 +16,7 @@ import psycopg
 import pytest
 
 from jobs.batchcontract import batch_contract_address
-from tests.conftest import Api
+from tests.conftest import Api, run_api
 from tests.engine.conftest import Chain, Workers
 from tests.engine.test_faults import chains_file
 
@@ -182,6 +182,8 @@ def receiver() -> Iterator[Receiver]:
 
 def test_a_low_main_account_delivers_one_alert(
     api: Api,
+    database_url: str,
+    client_key: str,
     db: psycopg.Connection,
     chain: Chain,
     hot_wallets: list[str],
@@ -206,8 +208,14 @@ def test_a_low_main_account_delivers_one_alert(
     time.sleep(5)  # five more checks by two workers: no repeat within the interval
     assert len(receiver.bodies) == 1
 
-    with api.client() as http:
-        metrics = http.get("/metrics").text
+    with api.client(client_key) as http:  # an API without a metrics token does not serve them
+        assert http.get("/metrics").json()["code"] == "metrics_disabled"
+    token = "metrics-token-0123456789"
+    with run_api(database_url, tmp_path / "api.log", {"PAYOUTS_METRICS_TOKEN": token}) as private:
+        with private.client(client_key) as http:  # an API client's key is not the metrics token
+            assert http.get("/metrics").json()["code"] == "invalid_metrics_token"
+        with private.client(token) as http:
+            metrics = http.get("/metrics").text
     assert 'payouts_main_account_low{chain="localhost",asset="ETH"} 1' in metrics
     assert f'payouts_wallet_balance{{chain="localhost",role="main",address="{main}",asset="ETH"}}' in metrics
     logs = workers.logs()

@@ -7,6 +7,7 @@ import psycopg
 import pytest
 
 from app.settings import Settings, SettingsError
+from db.queries import query
 from tests.integration.test_cli_jobs import payouts
 
 WALLET = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
@@ -129,3 +130,30 @@ def test_the_alert_webhook_url_is_a_secret_setting() -> None:
         Settings.from_env(env | {"PAYOUTS_ALERT_WEBHOOK_URL": "hooks.example/abc"})
     with pytest.raises(SettingsError, match="PAYOUTS_ALERT_INTERVAL_SECONDS must be between"):
         Settings.from_env(env | {"PAYOUTS_ALERT_INTERVAL_SECONDS": "0"})
+
+
+def test_a_signed_top_up_is_not_failed_by_a_signer_that_simulated_it_before(db: psycopg.Connection) -> None:
+    payout_id = new_topup_payout(db)
+    add_topup(db, payout_id)
+    db.execute("UPDATE payouts SET status = 'SIGNED', nonce = 7 WHERE id = %s", (payout_id,))
+    db.execute(query("fail_topups_of_payout"), {"payout_id": payout_id, "note": "would revert"})
+    assert db.execute("SELECT status FROM topups").fetchone()["status"] == "IN_FLIGHT"
+
+
+def test_an_alert_is_claimed_once_per_interval_and_a_failed_send_gives_back_only_its_own_claim(
+    db: psycopg.Connection,
+) -> None:
+    params = {"key": "main_low:localhost:ETH", "message": "low", "interval_seconds": 3600}
+    db.execute(query("mark_alert_active"), params)
+    first = db.execute(query("claim_alert"), params).fetchone()
+    assert first is not None and first["previous_sent_at"] is None
+    assert db.execute(query("claim_alert"), params).fetchone() is None  # within the interval
+    # A give-back for a claim that is not the current one changes nothing.
+    db.execute(
+        query("give_back_alert"), {"key": params["key"], "previous_sent_at": None, "claimed_at": "2000-01-01T00:00Z"}
+    )
+    assert db.execute("SELECT last_sent_at FROM alert_state").fetchone()["last_sent_at"] == first["claimed_at"]
+    db.execute(
+        query("give_back_alert"), {"key": params["key"], "previous_sent_at": None, "claimed_at": first["claimed_at"]}
+    )
+    assert db.execute(query("claim_alert"), params).fetchone() is not None  # the next check sends it

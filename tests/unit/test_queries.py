@@ -68,3 +68,11 @@ def test_a_name_defined_twice_is_refused() -> None:
 def test_an_empty_block_is_refused(text: str) -> None:
     with pytest.raises(ValueError, match="'empty' is empty"):
         parse_queries(text)
+
+
+def test_the_create_statement_queues_validate_at_its_task_priority() -> None:
+    from jobs.queue import PRIORITY
+
+    match = re.search(r"SELECT 'validate', 'validate', (\d+),", query("insert_withdrawal"))
+    assert match is not None
+    assert int(match.group(1)) == PRIORITY["validate"]
