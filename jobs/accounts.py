@@ -27,7 +27,6 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
@@ -38,7 +37,7 @@ from db.queries import query
 from jobs import context
 from jobs.alerts import AlertSink, clear_alert, raise_alert
 from jobs.fees import Fees, suggest_fees
-from jobs.plan import TOKEN_TRANSFER_GAS_RESERVE, balance_of_data, batch_contract_verified, payload_for
+from jobs.plan import TOKEN_TRANSFER_GAS_RESERVE, batch_contract_verified, insert_payment, read_balances
 from jobs.queue import PRIORITY, enqueue, queue
 from jobs.retry import backoff
 from jobs.rpc import RpcClient
@@ -131,26 +130,6 @@ def choose_topups(
     return chosen, limited, short
 
 
-async def read_balances(
-    rpc: RpcClient, chain: Chain, addresses: list[str], assets: list[Asset]
-) -> dict[str, dict[str, int]]:
-    calls: list[tuple[str, list[Any]]] = []
-    for address in addresses:
-        for asset in assets:
-            if asset.is_native:
-                calls.append(("eth_getBalance", [address, "latest"]))
-            else:
-                calls.append(("eth_call", [{"to": asset.address, "data": balance_of_data(address)}, "latest"]))
-    answers = iter(await rpc.batch(calls))
-    balances: dict[str, dict[str, int]] = {}
-    for address in addresses:
-        balances[address] = {}
-        for asset in assets:
-            raw = next(answers)
-            balances[address][asset.symbol] = int(raw, 16) if raw not in (None, "0x") else 0
-    return balances
-
-
 async def check_chain(pool: AsyncConnectionPool, rpc: RpcClient, chain: Chain) -> CheckResult:
     """One account check of a chain; a no-op when another worker is running one."""
     result = CheckResult()
@@ -218,14 +197,18 @@ async def _check(conn: AsyncConnection, rpc: RpcClient, chain: Chain, result: Ch
 
     fees = await suggest_fees(rpc, chain)
     assets = [chain.native, *(a for a in chain.tokens.values() if a.symbol in rules)]
-    balances = await read_balances(rpc, chain, [main, *hots], assets)
+    balances = await read_balances(rpc, [main, *hots], assets)
     result.checked = True
-    for address, held in balances.items():
-        for symbol, balance in held.items():
-            await conn.execute(
-                query("save_wallet_balance"),
-                {"chain": chain.name, "address": address, "asset": symbol, "balance": balance},
-            )
+    rows = [(address, symbol, balance) for address, held in balances.items() for symbol, balance in held.items()]
+    await conn.execute(
+        query("save_wallet_balances"),
+        {
+            "chain": chain.name,
+            "addresses": [a for a, _, _ in rows],
+            "assets": [s for _, s, _ in rows],
+            "balances": [b for _, _, b in rows],
+        },
+    )
 
     cost_per_gas = fees.max_cost_per_gas()
     main_native_spare = (
@@ -294,33 +277,19 @@ async def insert_topups(
     payout_ids = []
     batch_chain = chain if batched else replace(chain, batch_contract=None)
     for group in groups:
-        to, value, data = payload_for(batch_chain, asset, [t.wallet for t in group], [t.amount for t in group])
-        cur = await conn.execute(
-            query("insert_payout"),
+        wallets, amounts = [t.wallet for t in group], [t.amount for t in group]
+        payout_id = await insert_payment(conn, batch_chain, main, "topup", asset, wallets, amounts)
+        await conn.execute(
+            query("insert_topups"),
             {
+                "payout_id": payout_id,
                 "chain": chain.name,
-                "sender": main,
-                "kind": "topup",
                 "asset": asset.symbol,
-                "to_address": to,
-                "value": value,
-                "data": data,
+                "wallets": wallets,
+                "amounts": amounts,
+                "balances_before": [t.balance_before for t in group],
             },
         )
-        row = await cur.fetchone()
-        payout_id: uuid.UUID = row["id"]  # type: ignore[index,call-overload]
-        for t in group:
-            await conn.execute(
-                query("insert_topup"),
-                {
-                    "payout_id": payout_id,
-                    "chain": chain.name,
-                    "asset": asset.symbol,
-                    "wallet": t.wallet,
-                    "amount": t.amount,
-                    "balance_before": t.balance_before,
-                },
-            )
         log.info(
             "top-up on %s: %s %s to %s",
             chain.name,

@@ -69,22 +69,11 @@ async def read_budgets(
     for row in await cur.fetchall():
         reserved[(row["sender"], row["asset"])] = int(row["reserved"])  # type: ignore[call-overload]
         in_flight[row["sender"]] += row["transactions"]  # type: ignore[call-overload]
-    calls: list[tuple[str, list[Any]]] = []
-    for address in wallets:
-        calls.append(("eth_getBalance", [address, "latest"]))
-        for token in chain.tokens.values():
-            calls.append(("eth_call", [{"to": token.address, "data": balance_of_data(address)}, "latest"]))
-    results = await rpc.batch(calls)
+    balances = await read_balances(rpc, wallets, chain.assets)
     budgets: dict[str, WalletBudget] = {}
-    i = 0
     worst_gas = TOKEN_TRANSFER_GAS_RESERVE * fees.max_cost_per_gas()
     for address in wallets:
-        available = {chain.native.symbol: int(results[i], 16)}
-        i += 1
-        for token in chain.tokens.values():
-            raw = results[i]
-            available[token.symbol] = int(raw, 16) if raw not in (None, "0x") else 0
-            i += 1
+        available = balances[address]
         for (sender, symbol), amount in reserved.items():
             if sender == address and symbol in available:
                 available[symbol] -= amount
@@ -96,6 +85,25 @@ async def read_budgets(
 
 def balance_of_data(owner: str) -> str:
     return "0x70a08231" + "0" * 24 + owner[2:].lower()
+
+
+async def read_balances(rpc: RpcClient, addresses: list[str], assets: list[Asset]) -> dict[str, dict[str, int]]:
+    """address -> asset symbol -> on-chain balance in base units, in one batch of calls."""
+    calls: list[tuple[str, list[Any]]] = []
+    for address in addresses:
+        for asset in assets:
+            if asset.is_native:
+                calls.append(("eth_getBalance", [address, "latest"]))
+            else:
+                calls.append(("eth_call", [{"to": asset.address, "data": balance_of_data(address)}, "latest"]))
+    answers = iter(await rpc.batch(calls))
+    balances: dict[str, dict[str, int]] = {}
+    for address in addresses:
+        balances[address] = {}
+        for asset in assets:
+            raw = next(answers)
+            balances[address][asset.symbol] = int(raw, 16) if raw not in (None, "0x") else 0
+    return balances
 
 
 # Gas one more withdrawal adds to a batch, with headroom over what docs/gas.md measured.
@@ -300,16 +308,17 @@ def payload_for(chain: Chain, asset: Asset, recipients: list[str], amounts: list
     return chain.batch_contract, 0, pay_token_data(asset.address, recipients, amounts)
 
 
-async def insert_payout(
-    conn: AsyncConnection, chain: Chain, sender: str, asset: Asset, members: list[tuple[dict[str, Any], int]]
+async def insert_payment(
+    conn: AsyncConnection, chain: Chain, sender: str, kind: str, asset: Asset, recipients: list[str], amounts: list[int]
 ) -> uuid.UUID:
-    to, value, data = payload_for(chain, asset, [r["to_address"] for r, _ in members], [a for _, a in members])
+    """A payout (to be signed) of `kind` paying `amounts` to `recipients` (payload_for)."""
+    to, value, data = payload_for(chain, asset, recipients, amounts)
     cur = await conn.execute(
         query("insert_payout"),
         {
             "chain": chain.name,
             "sender": sender,
-            "kind": "withdrawal",
+            "kind": kind,
             "asset": asset.symbol,
             "to_address": to,
             "value": value,
@@ -318,14 +327,19 @@ async def insert_payout(
     )
     row = await cur.fetchone()
     assert row is not None
-    payout_id: uuid.UUID = row["id"]  # type: ignore[call-overload]
+    return row["id"]  # type: ignore[call-overload,no-any-return]
+
+
+async def insert_payout(
+    conn: AsyncConnection, chain: Chain, sender: str, asset: Asset, members: list[tuple[dict[str, Any], int]]
+) -> uuid.UUID:
+    amounts = [amount for _, amount in members]
+    payout_id = await insert_payment(
+        conn, chain, sender, "withdrawal", asset, [r["to_address"] for r, _ in members], amounts
+    )
     await conn.execute(
         query("insert_payout_items"),
-        {
-            "payout_id": payout_id,
-            "withdrawal_ids": [r["id"] for r, _ in members],
-            "amounts": [amount for _, amount in members],
-        },
+        {"payout_id": payout_id, "withdrawal_ids": [r["id"] for r, _ in members], "amounts": amounts},
     )
     return payout_id
 

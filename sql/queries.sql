@@ -531,10 +531,11 @@ SELECT asset, sum(amount) AS spent FROM topups
 WHERE chain = %(chain)s AND status IN ('IN_FLIGHT', 'CONFIRMED') AND created_at > now() - interval '24 hours'
 GROUP BY asset;
 
--- name: insert_topup
--- One wallet's top-up, part of a payout of kind 'topup'.
+-- name: insert_topups
+-- The wallets a payout of kind 'topup' pays, with their amounts and balances before.
 INSERT INTO topups (payout_id, chain, asset, wallet, amount, balance_before)
-VALUES (%(payout_id)s, %(chain)s, %(asset)s, %(wallet)s, %(amount)s, %(balance_before)s);
+SELECT %(payout_id)s, %(chain)s, %(asset)s, w, a, b
+FROM unnest(%(wallets)s::text[], %(amounts)s::numeric[], %(balances_before)s::numeric[]) AS t (w, a, b);
 
 -- name: fail_topups_of_payout
 -- The top-ups of a transaction that will never be sent (it would revert), while it has no nonce
@@ -543,10 +544,11 @@ UPDATE topups SET status = 'FAILED', note = %(note)s, updated_at = now()
 WHERE payout_id = %(payout_id)s AND status = 'IN_FLIGHT'
   AND EXISTS (SELECT 1 FROM payouts WHERE id = %(payout_id)s AND status = 'PLANNED');
 
--- name: save_wallet_balance
--- The balance the account manager read last.
+-- name: save_wallet_balances
+-- The balances the account manager read last.
 INSERT INTO wallet_balances (chain, address, asset, balance, checked_at)
-VALUES (%(chain)s, %(address)s, %(asset)s, %(balance)s, now())
+SELECT %(chain)s, a, s, b, now()
+FROM unnest(%(addresses)s::text[], %(assets)s::text[], %(balances)s::numeric[]) AS t (a, s, b)
 ON CONFLICT (chain, address, asset) DO UPDATE SET balance = EXCLUDED.balance, checked_at = EXCLUDED.checked_at;
 
 -- name: claim_alert
