@@ -37,7 +37,7 @@ from psycopg.rows import dict_row
 
 from app.addresses import AddressError, parse_address
 from app.amounts import AmountError, format_units, parse_units
-from app.registry import Asset, load_registry, redact_url
+from app.registry import Asset, Chain, Registry, load_registry, redact_url
 from app.settings import Settings, SettingsError
 from db import clients, wallets
 from db.engine import psycopg_url
@@ -332,18 +332,27 @@ def cmd_contract_deploy(settings: Settings | None, args: argparse.Namespace) -> 
     raise CommandError("deployment failed on every RPC URL: " + "; ".join(errors))
 
 
-def rule_asset(chain_name: str, symbol: str) -> Asset:
+def rule_asset(chain_name: str, symbol: str) -> tuple[Chain, Asset]:
     chain = load_registry().get(chain_name)
     if chain is None:
         raise CommandError(f"unknown chain {chain_name!r}")
     asset = chain.asset(symbol)
     if asset is None:
         raise CommandError(f"{chain_name} has no asset {symbol!r} (it has {', '.join(a.symbol for a in chain.assets)})")
-    return asset
+    return chain, asset
+
+
+def whole_units(registry: Registry, chain: str, symbol: str, units: Any) -> str:
+    """Base units as a decimal string of the asset (base units when the registry lost the asset)."""
+    if units is None:
+        return "-"
+    c = registry.get(chain)
+    asset = c.asset(symbol) if c else None
+    return format_units(int(units), asset.decimals) if asset else str(units)
 
 
 def cmd_accounts_rule_set(settings: Settings, args: argparse.Namespace) -> None:
-    asset = rule_asset(args.chain, args.asset)
+    chain, asset = rule_asset(args.chain, args.asset)
     units = {}
     for name in ("threshold", "target", "daily_limit", "alert_below"):
         text = getattr(args, name)
@@ -371,8 +380,6 @@ def cmd_accounts_rule_set(settings: Settings, args: argparse.Namespace) -> None:
             },
         )
         symbols = {r["asset"] for r in conn.execute(query("list_topup_rules")) if r["chain"] == args.chain}
-    chain = load_registry().get(args.chain)
-    assert chain is not None
     print(
         f"{args.chain} {asset.symbol}: hot wallets under {args.threshold} are topped up to {args.target}, "
         f"at most {args.daily_limit} a day; the main account alerts under {args.alert_below}"
@@ -392,14 +399,9 @@ def cmd_accounts_rule_list(settings: Settings, args: argparse.Namespace) -> None
     if not rows:
         print("no top-up rules (set one with `payouts accounts rule set`)")
     for r in rows:
-        chain = registry.get(r["chain"])
-        asset = chain.asset(r["asset"]) if chain else None
-        if asset is None:
-            print(f"{r['chain']:<12} {r['asset']:<6} (not in the registry)")
-            continue
 
-        def units(v: Any, a: Asset = asset) -> str:
-            return format_units(int(v), a.decimals)
+        def units(v: Any, r: dict[str, Any] = r) -> str:
+            return whole_units(registry, r["chain"], r["asset"], v)
 
         print(
             f"{r['chain']:<12} {r['asset']:<6} threshold {units(r['threshold'])}  target {units(r['target'])}  "
@@ -419,9 +421,7 @@ def cmd_accounts_show(settings: Settings, args: argparse.Namespace) -> None:
     registry = load_registry()
 
     def units(chain: str, symbol: str, v: Any) -> str:
-        c = registry.get(chain)
-        a = c.asset(symbol) if c else None
-        return "-" if v is None else format_units(int(v), a.decimals) if a else str(v)
+        return whole_units(registry, chain, symbol, v)
 
     with connect(settings) as conn:
         rows = conn.execute(query("accounts_overview"), {"chain": args.chain}).fetchall()
