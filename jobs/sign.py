@@ -82,7 +82,13 @@ async def simulate(
 
 
 async def fail_planned(conn: AsyncConnection, payout_id: uuid.UUID, reason: str) -> None:
-    """A transaction that would revert is never signed: fail its withdrawals (or top-ups), drop it."""
+    """A transaction that would revert is never signed: fail its withdrawals (or top-ups), drop it.
+
+    Only while it is still unsigned: another signer may have signed it since this one simulated it.
+    """
+    cur = await conn.execute(query("lock_planned_payout"), {"id": payout_id})
+    if await cur.fetchone() is None:
+        return
     cur = await conn.execute(query("live_withdrawals_of_payouts"), {"ids": [payout_id]})
     ids = [r["withdrawal_id"] for r in await cur.fetchall()]  # type: ignore[call-overload]
     await conn.execute(

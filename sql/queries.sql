@@ -538,11 +538,9 @@ SELECT %(payout_id)s, %(chain)s, %(asset)s, w, a, b
 FROM unnest(%(wallets)s::text[], %(amounts)s::numeric[], %(balances_before)s::numeric[]) AS t (w, a, b);
 
 -- name: fail_topups_of_payout
--- The top-ups of a transaction that will never be sent (it would revert), while it has no nonce
--- (a concurrent signer may have signed it since this one simulated it).
+-- The top-ups of a transaction that will never be sent (it would revert).
 UPDATE topups SET status = 'FAILED', note = %(note)s, updated_at = now()
-WHERE payout_id = %(payout_id)s AND status = 'IN_FLIGHT'
-  AND EXISTS (SELECT 1 FROM payouts WHERE id = %(payout_id)s AND status = 'PLANNED');
+WHERE payout_id = %(payout_id)s AND status = 'IN_FLIGHT';
 
 -- name: save_wallet_balances
 -- The balances the account manager read last.

@@ -3,11 +3,15 @@ wallet and asset (enforced by Postgres), top-ups settled with their transaction,
 
 from __future__ import annotations
 
+import asyncio
+
 import psycopg
 import pytest
+from psycopg.rows import dict_row
 
 from app.settings import Settings, SettingsError
 from db.queries import query
+from jobs.sign import fail_planned
 from tests.integration.test_cli_jobs import payouts
 
 WALLET = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
@@ -132,12 +136,20 @@ def test_the_alert_webhook_url_is_a_secret_setting() -> None:
         Settings.from_env(env | {"PAYOUTS_ALERT_INTERVAL_SECONDS": "0"})
 
 
-def test_a_signed_top_up_is_not_failed_by_a_signer_that_simulated_it_before(db: psycopg.Connection) -> None:
+def test_a_signed_top_up_is_not_failed_by_a_signer_that_simulated_it_before(
+    database_url: str, db: psycopg.Connection
+) -> None:
     payout_id = new_topup_payout(db)
     add_topup(db, payout_id)
     db.execute("UPDATE payouts SET status = 'SIGNED', nonce = 7 WHERE id = %s", (payout_id,))
-    db.execute(query("fail_topups_of_payout"), {"payout_id": payout_id, "note": "would revert"})
+
+    async def fail() -> None:
+        async with await psycopg.AsyncConnection.connect(database_url, row_factory=dict_row) as conn:
+            await fail_planned(conn, payout_id, "would revert")  # type: ignore[arg-type]
+
+    asyncio.run(fail())
     assert db.execute("SELECT status FROM topups").fetchone()["status"] == "IN_FLIGHT"
+    assert db.execute("SELECT status FROM payouts").fetchone()["status"] == "SIGNED"
 
 
 def test_an_alert_is_claimed_once_per_interval_and_a_failed_send_gives_back_only_its_own_claim(
