@@ -145,6 +145,35 @@ async def transition(
     return [row["id"] for row in await cur.fetchall()]  # type: ignore[call-overload]
 
 
+async def transition_of_payouts(
+    conn: AsyncConnection,
+    payout_ids: Sequence[uuid.UUID],
+    from_status: WithdrawalStatus,
+    to_status: WithdrawalStatus,
+    *,
+    note: str | None = None,
+    notes: Sequence[str] | None = None,
+) -> list[uuid.UUID]:
+    """transition() for the live withdrawals of some transactions, in one statement, for moves that
+    are not failures: with `note` for all, or `notes[i]` for those of `payout_ids[i]`. Returns the
+    withdrawals that moved."""
+    check_transition(from_status, to_status)
+    if notes is None:
+        notes = [note] * len(payout_ids)  # type: ignore[list-item]
+    if len(notes) != len(payout_ids):
+        raise ValueError("one note per transaction")
+    cur = await conn.execute(
+        query("transition_withdrawals_of_payouts"),
+        {
+            "payout_ids": list(payout_ids),
+            "notes": list(notes),
+            "from_status": from_status.value,
+            "to_status": to_status.value,
+        },
+    )
+    return [row["id"] for row in await cur.fetchall()]  # type: ignore[call-overload]
+
+
 async def transition_one(
     conn: AsyncConnection,
     withdrawal_id: uuid.UUID,

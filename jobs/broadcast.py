@@ -18,7 +18,7 @@ from psycopg_pool import AsyncConnectionPool
 from app.registry import Chain
 from db.queries import query
 from db.states import WithdrawalStatus
-from db.withdrawals import transition
+from db.withdrawals import transition, transition_of_payouts
 from jobs import context
 from jobs.queue import PRIORITY, queue
 from jobs.retry import backoff
@@ -59,11 +59,16 @@ async def _broadcast(pool: AsyncConnectionPool, rpc: RpcClient, chain: Chain, se
         rows: list[dict[str, Any]] = await cur.fetchall()  # type: ignore[assignment]
         if not rows:
             return 0
-        ids = await withdrawals_of(conn, [r["id"] for r in rows])
         # Recorded before sending: a crash after this point leaves BROADCASTING rows whose
         # payouts are still SIGNED; the tick queues this step again for them, and sending the
         # same bytes again is harmless.
-        await transition(conn, ids, WithdrawalStatus.SIGNED, WithdrawalStatus.BROADCASTING, note="being broadcast")
+        await transition_of_payouts(
+            conn,
+            [r["id"] for r in rows],
+            WithdrawalStatus.SIGNED,
+            WithdrawalStatus.BROADCASTING,
+            note="being broadcast",
+        )
 
     try:
         outcomes = await rpc.batch(
@@ -83,14 +88,12 @@ async def _broadcast(pool: AsyncConnectionPool, rpc: RpcClient, chain: Chain, se
             )
         raise
 
-    done: list[uuid.UUID] = []
+    done: list[dict[str, Any]] = []
     unavailable: RpcError | None = None
     async with pool.connection() as conn, conn.transaction():
         for row, outcome in zip(rows, outcomes, strict=True):
             if accepted(outcome):
-                await conn.execute(query("mark_payout_broadcasted"), {"id": row["id"]})
-                await conn.execute(query("mark_attempt_broadcast"), {"id": row["attempt_id"]})
-                done.append(row["id"])
+                done.append(row)
                 continue
             assert isinstance(outcome, RpcError)
             if outcome.kind in (RpcErrorKind.NETWORK, RpcErrorKind.RATE_LIMITED) or isinstance(outcome, RpcUnavailable):
@@ -106,10 +109,13 @@ async def _broadcast(pool: AsyncConnectionPool, rpc: RpcClient, chain: Chain, se
                 note="waiting to be broadcast again: " + alert,
             )
         if done:
-            ids = await withdrawals_of(conn, done)
-            await transition(
+            await conn.execute(
+                query("mark_payouts_broadcasted"),
+                {"ids": [r["id"] for r in done], "attempt_ids": [r["attempt_id"] for r in done]},
+            )
+            await transition_of_payouts(
                 conn,
-                ids,
+                [r["id"] for r in done],
                 WithdrawalStatus.BROADCASTING,
                 WithdrawalStatus.BROADCASTED,
                 note="broadcast; waiting to be mined",

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,7 +27,7 @@ from psycopg_pool import AsyncConnectionPool
 from app.registry import Chain
 from db.queries import query
 from db.states import WithdrawalStatus as S
-from db.withdrawals import transition
+from db.withdrawals import transition, transition_of_payouts
 from jobs import context
 from jobs.fees import Fees, bump_fees, suggest_fees
 from jobs.keys import load_signer
@@ -98,6 +98,7 @@ async def _watch(pool: AsyncConnectionPool, rpc: RpcClient, chain: Chain) -> Wat
 
     stuck: list[dict[str, Any]] = []
     async with pool.connection() as conn, conn.transaction():
+        settled = Settled()
         for p in payouts:
             mine = attempts.get(p["id"], [])
             seen = [(a, receipts[a["id"]]) for a in mine if a["id"] in receipts]
@@ -113,64 +114,119 @@ async def _watch(pool: AsyncConnectionPool, rpc: RpcClient, chain: Chain) -> Wat
                     result.reorged += 1
                     if mined is None:
                         continue
-                    await include(conn, p, *mined, head)
+                    settled.include(p, *mined, head)
                 elif mined is None or mined[0]["id"] != p["mined_attempt_id"]:
                     continue  # the block stands but this node lost the receipt: look again later
                 depth = head - _block_of(mined[1]) + 1
-                await conn.execute(query("set_payout_confirmations"), {"id": p["id"], "confirmations": depth})
                 if depth >= chain.confirmations:
-                    await finalize(conn, chain, p, *mined, depth, repay_reverted=repay_reverted, reasons=reasons)
+                    settled.final(p, *mined, depth)
                     result.confirmed += 1
+                else:
+                    settled.depth(p, depth)
                 continue
             if mined is not None:
-                await include(conn, p, *mined, head)
+                settled.include(p, *mined, head)
                 result.included += 1
                 depth = head - _block_of(mined[1]) + 1
                 if depth >= chain.confirmations:
-                    await finalize(conn, chain, p, *mined, depth, repay_reverted=repay_reverted, reasons=reasons)
+                    settled.final(p, *mined, depth)
                     result.confirmed += 1
                 continue
             if seen:
                 continue  # a receipt from a block that is not canonical (yet): look again later
             stuck.append(p)
+        await settled.write(conn, chain, repay_reverted=repay_reverted, reasons=reasons)
 
     if stuck:
         await settle_unmined(pool, rpc, chain, stuck, attempts, head, result)
     return result
 
 
-async def include(
-    conn: AsyncConnection, p: dict[str, Any], attempt: dict[str, Any], receipt: dict[str, Any], head: int
-) -> None:
-    block = int(receipt["blockNumber"], 16)
-    await conn.execute(
-        query("mark_attempt_mined"),
+# (payout row, its mined attempt, the attempt's receipt, the head or the depth)
+Mined = tuple[dict[str, Any], dict[str, Any], dict[str, Any], int]
+
+
+@dataclass
+class Settled:
+    """What one pass found for transactions mined as expected, written set-wise in a few
+    statements (in this order: inclusions, depths, final states) rather than a few per
+    transaction."""
+
+    included: list[Mined] = field(default_factory=list)
+    depths: list[tuple[dict[str, Any], int]] = field(default_factory=list)
+    finals: list[Mined] = field(default_factory=list)
+
+    def include(self, p: dict[str, Any], attempt: dict[str, Any], receipt: dict[str, Any], head: int) -> None:
+        self.included.append((p, attempt, receipt, head))
+
+    def depth(self, p: dict[str, Any], depth: int) -> None:
+        self.depths.append((p, depth))
+
+    def final(self, p: dict[str, Any], attempt: dict[str, Any], receipt: dict[str, Any], depth: int) -> None:
+        self.finals.append((p, attempt, receipt, depth))
+
+    async def write(
+        self, conn: AsyncConnection, chain: Chain, *, repay_reverted: bool, reasons: dict[int, str]
+    ) -> None:
+        if self.included:
+            await include(conn, self.included)
+        if self.depths:
+            await conn.execute(
+                query("set_payouts_confirmations"),
+                {"ids": [p["id"] for p, _ in self.depths], "confirmations": [d for _, d in self.depths]},
+            )
+        # A payout whose inclusion did not move (it was no longer BROADCASTED) is not INCLUDED
+        # either: the final steps' compare-and-set leaves it alone.
+        confirmed = [f for f in self.finals if int(f[2]["status"], 16) == 1 and f[1]["kind"] == "payout"]
+        if confirmed:
+            await confirm(conn, confirmed)
+        for p, attempt, receipt, depth in self.finals:
+            if not (int(receipt["status"], 16) == 1 and attempt["kind"] == "payout"):
+                await finalize(conn, chain, p, attempt, receipt, depth, repay_reverted=repay_reverted, reasons=reasons)
+
+
+async def include(conn: AsyncConnection, mined: list[Mined]) -> None:
+    """Mined attempts: their receipts, their transactions INCLUDED, their withdrawals CONFIRMING."""
+    blocks = [int(receipt["blockNumber"], 16) for _, _, receipt, _ in mined]
+    cur = await conn.execute(
+        query("mark_payouts_included"),
         {
-            "id": attempt["id"],
-            "block_number": block,
-            "block_hash": receipt["blockHash"],
-            "receipt_status": int(receipt["status"], 16),
+            "ids": [p["id"] for p, _, _, _ in mined],
+            "attempt_ids": [a["id"] for _, a, _, _ in mined],
+            "block_numbers": blocks,
+            "block_hashes": [r["blockHash"] for _, _, r, _ in mined],
+            "receipt_statuses": [int(r["status"], 16) for _, _, r, _ in mined],
+            "confirmations": [head - block + 1 for (_, _, _, head), block in zip(mined, blocks, strict=True)],
         },
     )
-    moved = await conn.execute(
-        query("mark_payout_included"),
-        {
-            "id": p["id"],
-            "block_number": block,
-            "block_hash": receipt["blockHash"],
-            "attempt_id": attempt["id"],
-            "confirmations": head - block + 1,
-        },
+    moved = {row["id"] for row in await cur.fetchall()}  # type: ignore[call-overload]
+    notes = []
+    for (p, attempt, receipt, _), block in zip(mined, blocks, strict=True):
+        if p["id"] in moved:
+            p.update(
+                status="INCLUDED", block_number=block, block_hash=receipt["blockHash"], mined_attempt_id=attempt["id"]
+            )
+            notes.append(f"mined in block {block} ({attempt['tx_hash']}); waiting for confirmations")
+    await transition_of_payouts(
+        conn, [p["id"] for p, _, _, _ in mined if p["id"] in moved], S.BROADCASTED, S.CONFIRMING, notes=notes
     )
-    if moved.rowcount:
-        p.update(status="INCLUDED", block_number=block, block_hash=receipt["blockHash"], mined_attempt_id=attempt["id"])
-        await transition(
-            conn,
-            await withdrawals_of(conn, p["id"]),
-            S.BROADCASTED,
-            S.CONFIRMING,
-            note=f"mined in block {block} ({attempt['tx_hash']}); waiting for confirmations",
-        )
+
+
+async def confirm(conn: AsyncConnection, finals: list[Mined]) -> None:
+    """Successful payments at the confirmation depth: CONFIRMED, with their withdrawals."""
+    cur = await conn.execute(
+        query("confirm_payouts"),
+        {"ids": [p["id"] for p, _, _, _ in finals], "confirmations": [depth for _, _, _, depth in finals]},
+    )
+    moved = {row["id"] for row in await cur.fetchall()}  # type: ignore[call-overload]
+    done = [(p, attempt) for p, attempt, _, _ in finals if p["id"] in moved]
+    await transition_of_payouts(
+        conn,
+        [p["id"] for p, _ in done],
+        S.CONFIRMING,
+        S.CONFIRMED,
+        notes=[f"confirmed ({attempt['tx_hash']})" for _, attempt in done],
+    )
 
 
 async def reorged(conn: AsyncConnection, p: dict[str, Any]) -> None:

@@ -245,8 +245,10 @@ async def plan(pool: AsyncConnectionPool, rpc: RpcClient, chain: Chain, *, max_i
             if not candidates:
                 waiting[shortfall_note(chain, asset, budgets, amount, max_in_flight)].append(row["id"])
                 continue
-            # Fewest transactions in flight first: wallets are parallel nonce lanes.
-            wallet = min(candidates, key=lambda b: (b.in_flight + new_transaction(b), -b.available[asset.symbol]))
+            # A batch with room first (one more transaction costs its base gas and its own sign,
+            # broadcast and receipt work), then the fewest transactions in flight: wallets are
+            # parallel nonce lanes.
+            wallet = min(candidates, key=lambda b: (new_transaction(b), b.in_flight, -b.available[asset.symbol]))
             wallet.in_flight += new_transaction(wallet)
             wallet.available[chain.native.symbol] -= native_need
             if not asset.is_native:
@@ -257,10 +259,9 @@ async def plan(pool: AsyncConnectionPool, rpc: RpcClient, chain: Chain, *, max_i
                 singles.append((wallet.address, asset, row, amount))
             result.senders.add(wallet.address)
 
-        assigned: list[uuid.UUID] = []
+        writer = PayoutWriter(chain)
         for sender, asset, row, amount in singles:
-            await insert_payout(conn, chain, sender, asset, [(row, amount)])
-            assigned.append(row["id"])
+            writer.add(sender, asset, [(row, amount)])
         for (sender, symbol), members in groups.items():
             asset = chain.asset(symbol)
             assert asset is not None
@@ -268,11 +269,11 @@ async def plan(pool: AsyncConnectionPool, rpc: RpcClient, chain: Chain, *, max_i
             for start in range(0, len(members), size):
                 chunk = members[start : start + size]
                 if len(chunk) >= MIN_BATCH["native" if asset.is_native else "token"]:
-                    await insert_payout(conn, chain, sender, asset, chunk)
+                    writer.add(sender, asset, chunk)
                 else:  # too few to pay the batch call's overhead back
                     for member in chunk:
-                        await insert_payout(conn, chain, sender, asset, [member])
-            assigned += [row["id"] for row, _ in members]
+                        writer.add(sender, asset, [member])
+        assigned = await writer.write(conn)
 
         if assigned:
             await transition(
@@ -330,18 +331,39 @@ async def insert_payment(
     return row["id"]  # type: ignore[call-overload,no-any-return]
 
 
-async def insert_payout(
-    conn: AsyncConnection, chain: Chain, sender: str, asset: Asset, members: list[tuple[dict[str, Any], int]]
-) -> uuid.UUID:
-    amounts = [amount for _, amount in members]
-    payout_id = await insert_payment(
-        conn, chain, sender, "withdrawal", asset, [r["to_address"] for r, _ in members], amounts
-    )
-    await conn.execute(
-        query("insert_payout_items"),
-        {"payout_id": payout_id, "withdrawal_ids": [r["id"] for r, _ in members], "amounts": amounts},
-    )
-    return payout_id
+class PayoutWriter:
+    """The transactions of one planning pass, written with two statements whatever their number."""
+
+    def __init__(self, chain: Chain) -> None:
+        self.chain = chain
+        self.payouts: dict[str, list[Any]] = defaultdict(list)
+        self.items: dict[str, list[Any]] = defaultdict(list)
+
+    def add(self, sender: str, asset: Asset, members: list[tuple[dict[str, Any], int]]) -> None:
+        amounts = [amount for _, amount in members]
+        to, value, data = payload_for(self.chain, asset, [r["to_address"] for r, _ in members], amounts)
+        payout_id = uuid.uuid4()
+        for column, v in (
+            ("ids", payout_id),
+            ("senders", sender),
+            ("assets", asset.symbol),
+            ("to_addresses", to),
+            ("values", value),
+            ("datas", data),
+        ):
+            self.payouts[column].append(v)
+        for row, amount in members:
+            self.items["payout_ids"].append(payout_id)
+            self.items["withdrawal_ids"].append(row["id"])
+            self.items["amounts"].append(amount)
+
+    async def write(self, conn: AsyncConnection) -> list[uuid.UUID]:
+        """Inserts the payouts and their items; returns the withdrawals they pay."""
+        if not self.payouts:
+            return []
+        await conn.execute(query("insert_withdrawal_payouts"), {"chain": self.chain.name, **self.payouts})
+        await conn.execute(query("insert_payout_items"), dict(self.items))
+        return list(self.items["withdrawal_ids"])
 
 
 def shortfall_note(chain: Chain, asset: Asset, budgets: dict[str, WalletBudget], amount: int, cap: int) -> str:

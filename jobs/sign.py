@@ -18,7 +18,7 @@ from psycopg_pool import AsyncConnectionPool
 from app.registry import Asset, Chain
 from db.queries import query
 from db.states import WithdrawalStatus
-from db.withdrawals import transition
+from db.withdrawals import transition, transition_of_payouts
 from jobs import context
 from jobs.batching import Member, find_culprits, lacking_allowance, members_of, plan_approval
 from jobs.fees import Fees, suggest_fees
@@ -221,10 +221,11 @@ async def sign_sender(pool: AsyncConnectionPool, rpc: RpcClient, chain: Chain, s
             await enqueue(conn, "sign", chain=chain.name, sender=sender)  # the rest, simulated again
         nonce = await lock_nonce(conn, chain, sender, chain_nonce)
         account = load_signer(wallet["key_ref"] if wallet else None, address=sender)  # type: ignore[call-overload]
-        payout_ids = []
+        cur = await conn.execute(query("lock_planned_payouts"), {"ids": [p.payout_id for p in prepared]})
+        still_planned = {r["id"] for r in await cur.fetchall()}  # type: ignore[call-overload]
+        signed_rows: dict[str, list[Any]] = {k: [] for k in ("ids", "nonces", "gas_limits", "tx_hashes", "raw_txs")}
         for p in prepared:
-            cur = await conn.execute(query("lock_planned_payout"), {"id": p.payout_id})
-            if await cur.fetchone() is None:
+            if p.payout_id not in still_planned:
                 continue  # another signer got it first
             tx = sign(
                 account,
@@ -236,31 +237,30 @@ async def sign_sender(pool: AsyncConnectionPool, rpc: RpcClient, chain: Chain, s
                     fee_fields=fees.tx_fields(),
                 ),
             )
-            await conn.execute(
-                query("insert_attempt"),
-                {
-                    "payout_id": p.payout_id,
-                    "tx_hash": tx.tx_hash,
-                    "kind": "payout",
-                    "raw_tx": tx.raw,
-                    "gas_limit": p.gas_limit,
+            for column, value in zip(signed_rows, (p.payout_id, nonce, p.gas_limit, tx.tx_hash, tx.raw), strict=True):
+                signed_rows[column].append(value)
+            nonce += 1
+        del account
+        payout_ids = signed_rows["ids"]
+        if payout_ids:
+            cur = await conn.execute(
+                query("store_signed_payouts"),
+                signed_rows
+                | {
                     "max_fee_per_gas": fees.max_fee_per_gas,
                     "max_priority_fee_per_gas": fees.max_priority_fee_per_gas,
                     "gas_price": fees.gas_price,
                 },
             )
-            await conn.execute(
-                query("mark_payout_signed"), {"id": p.payout_id, "nonce": nonce, "gas_limit": p.gas_limit}
-            )
-            payout_ids.append(p.payout_id)
-            nonce += 1
-        del account
-        if payout_ids:
+            if len(await cur.fetchall()) != len(payout_ids):
+                raise RuntimeError("a locked planned transaction was not stored as signed")  # rolls back
             await conn.execute(query("set_nonce"), {"chain": chain.name, "address": sender, "next_nonce": nonce})
-            cur = await conn.execute(query("live_withdrawals_of_payouts"), {"ids": payout_ids})
-            ids = [r["withdrawal_id"] for r in await cur.fetchall()]  # type: ignore[call-overload]
-            await transition(
-                conn, ids, WithdrawalStatus.SIGNING, WithdrawalStatus.SIGNED, note="signed; waiting to be broadcast"
+            await transition_of_payouts(
+                conn,
+                payout_ids,
+                WithdrawalStatus.SIGNING,
+                WithdrawalStatus.SIGNED,
+                note="signed; waiting to be broadcast",
             )
             await enqueue(conn, "broadcast", chain=chain.name, sender=sender)
         signed = len(payout_ids)

@@ -175,10 +175,17 @@ INSERT INTO payouts (chain, sender, kind, asset, to_address, value, data)
 VALUES (%(chain)s, %(sender)s, %(kind)s, %(asset)s, %(to_address)s, %(value)s, %(data)s)
 RETURNING id;
 
+-- name: insert_withdrawal_payouts
+-- The transactions one planning pass made, in one statement (their ids come from the planner).
+INSERT INTO payouts (id, chain, sender, kind, asset, to_address, value, data)
+SELECT t.id, %(chain)s, t.sender, 'withdrawal', t.asset, t.to_address, t.value, t.data
+FROM unnest(%(ids)s::uuid[], %(senders)s::text[], %(assets)s::text[], %(to_addresses)s::text[],
+            %(values)s::numeric[], %(datas)s::bytea[]) AS t (id, sender, asset, to_address, value, data);
+
 -- name: insert_payout_items
--- The withdrawals a transaction pays, with their amounts (one statement for the whole batch).
+-- The withdrawals those transactions pay, with their amounts, in one statement.
 INSERT INTO payout_items (payout_id, withdrawal_id, amount)
-SELECT %(payout_id)s, w, a FROM unnest(%(withdrawal_ids)s::uuid[], %(amounts)s::numeric[]) AS m (w, a);
+SELECT p, w, a FROM unnest(%(payout_ids)s::uuid[], %(withdrawal_ids)s::uuid[], %(amounts)s::numeric[]) AS m (p, w, a);
 
 -- name: planned_payouts
 -- Transactions of a sender waiting for a nonce and a signature, oldest first.
@@ -190,6 +197,29 @@ LIMIT %(limit)s;
 -- name: lock_planned_payout
 -- Re-check under the sender lock that a transaction still waits for its signature.
 SELECT id FROM payouts WHERE id = %(id)s AND status = 'PLANNED' FOR UPDATE;
+
+-- name: lock_planned_payouts
+-- The same for all the transactions a signer simulated: those that still wait for a signature.
+SELECT id FROM payouts WHERE id = ANY(%(ids)s::uuid[]) AND status = 'PLANNED' ORDER BY id FOR UPDATE;
+
+-- name: store_signed_payouts
+-- Each transaction's nonce and first signed attempt, for all those one signer signed, in one
+-- statement (under the locks of lock_planned_payouts).
+WITH signed AS (
+    SELECT * FROM unnest(%(ids)s::uuid[], %(nonces)s::bigint[], %(gas_limits)s::bigint[],
+                         %(tx_hashes)s::text[], %(raw_txs)s::bytea[])
+        AS t (id, nonce, gas_limit, tx_hash, raw_tx)
+), attempts AS (
+    INSERT INTO tx_attempts (payout_id, tx_hash, kind, raw_tx, gas_limit, max_fee_per_gas,
+                             max_priority_fee_per_gas, gas_price)
+    SELECT id, tx_hash, 'payout', raw_tx, gas_limit, %(max_fee_per_gas)s, %(max_priority_fee_per_gas)s,
+           %(gas_price)s
+    FROM signed
+)
+UPDATE payouts p SET status = 'SIGNED', nonce = s.nonce, gas_limit = s.gas_limit, updated_at = now()
+FROM signed s
+WHERE p.id = s.id AND p.status = 'PLANNED'
+RETURNING p.id;
 
 -- name: lock_nonce
 -- The next nonce of a sender, locked until commit.
@@ -219,6 +249,16 @@ VALUES (%(payout_id)s, %(tx_hash)s, %(kind)s, %(raw_tx)s, %(gas_limit)s, %(max_f
         %(max_priority_fee_per_gas)s, %(gas_price)s)
 RETURNING id;
 
+-- name: transition_withdrawals_of_payouts
+-- transition_withdrawals for the withdrawals that some transactions pay, each transaction's with
+-- its own note, in one statement (for moves that are not failures). Returns the ids that moved.
+UPDATE withdrawals w
+SET status = %(to_status)s::withdrawal_status, status_note = t.note, failure_code = NULL, failure_reason = NULL
+FROM payout_items i
+JOIN unnest(%(payout_ids)s::uuid[], %(notes)s::text[]) AS t (payout_id, note) ON t.payout_id = i.payout_id
+WHERE i.live AND w.id = i.withdrawal_id AND w.status = %(from_status)s::withdrawal_status
+RETURNING w.id;
+
 -- name: live_withdrawals_of_payouts
 -- The withdrawals that transactions pay.
 SELECT payout_id, withdrawal_id, amount FROM payout_items WHERE payout_id = ANY(%(ids)s::uuid[]) AND live;
@@ -242,15 +282,18 @@ WHERE p.chain = %(chain)s AND p.sender = %(sender)s AND p.status = 'SIGNED'
 ORDER BY p.nonce
 LIMIT %(limit)s;
 
--- name: mark_payout_broadcasted
--- A node accepted (or already had) an attempt of the transaction.
-UPDATE payouts SET status = 'BROADCASTED', alert = NULL, updated_at = now()
-WHERE id = %(id)s AND status = 'SIGNED'
-RETURNING id;
-
 -- name: mark_attempt_broadcast
 -- When an attempt was last handed to a node (the stuck clock starts here).
 UPDATE tx_attempts SET broadcast_at = now() WHERE id = %(id)s;
+
+-- name: mark_payouts_broadcasted
+-- The transactions a node accepted (or already had) in one broadcast, and when their attempts were
+-- handed to it, in one statement.
+WITH attempts AS (
+    UPDATE tx_attempts SET broadcast_at = now() WHERE id = ANY(%(attempt_ids)s::bigint[])
+)
+UPDATE payouts SET status = 'BROADCASTED', alert = NULL, updated_at = now()
+WHERE id = ANY(%(ids)s::uuid[]) AND status = 'SIGNED';
 
 -- name: set_payout_alert
 -- Why a transaction cannot move on by itself (shown to operators); returns a row only when the
@@ -272,29 +315,42 @@ SELECT id, payout_id, tx_hash, kind, raw_tx, gas_limit, max_fee_per_gas, max_pri
        gas_price, broadcast_at, created_at
 FROM tx_attempts WHERE payout_id = ANY(%(ids)s::uuid[]) ORDER BY id;
 
--- name: mark_payout_included
--- An attempt was mined; remember where.
-UPDATE payouts SET status = 'INCLUDED', block_number = %(block_number)s, block_hash = %(block_hash)s,
-    mined_attempt_id = %(attempt_id)s, confirmations = %(confirmations)s, alert = NULL, updated_at = now()
-WHERE id = %(id)s AND status = 'BROADCASTED'
-RETURNING id;
+-- name: mark_payouts_included
+-- Attempts were mined: their receipts, and where their transactions are now, in one statement for
+-- all those one watch pass found. Returns the transactions that moved to INCLUDED.
+WITH mined AS (
+    SELECT * FROM unnest(%(ids)s::uuid[], %(attempt_ids)s::bigint[], %(block_numbers)s::bigint[],
+                         %(block_hashes)s::text[], %(receipt_statuses)s::smallint[], %(confirmations)s::integer[])
+        AS t (id, attempt_id, block_number, block_hash, receipt_status, confirmations)
+), receipts AS (
+    UPDATE tx_attempts a
+    SET block_number = m.block_number, block_hash = m.block_hash, receipt_status = m.receipt_status
+    FROM mined m WHERE a.id = m.attempt_id
+)
+UPDATE payouts p SET status = 'INCLUDED', block_number = m.block_number, block_hash = m.block_hash,
+    mined_attempt_id = m.attempt_id, confirmations = m.confirmations, alert = NULL, updated_at = now()
+FROM mined m
+WHERE p.id = m.id AND p.status = 'BROADCASTED'
+RETURNING p.id;
 
--- name: mark_attempt_mined
--- The receipt of an attempt.
-UPDATE tx_attempts SET block_number = %(block_number)s, block_hash = %(block_hash)s,
-    receipt_status = %(receipt_status)s
-WHERE id = %(id)s;
-
--- name: set_payout_confirmations
--- How deep an included transaction is now.
-UPDATE payouts SET confirmations = %(confirmations)s, updated_at = now()
-WHERE id = %(id)s AND status = 'INCLUDED' AND confirmations IS DISTINCT FROM %(confirmations)s;
+-- name: set_payouts_confirmations
+-- How deep included transactions are now.
+UPDATE payouts p SET confirmations = t.confirmations, updated_at = now()
+FROM unnest(%(ids)s::uuid[], %(confirmations)s::integer[]) AS t (id, confirmations)
+WHERE p.id = t.id AND p.status = 'INCLUDED' AND p.confirmations IS DISTINCT FROM t.confirmations;
 
 -- name: mark_payout_final
 -- Included at the confirmation depth: CONFIRMED (whatever the receipt said), or REVERTED.
 UPDATE payouts SET status = %(status)s, confirmations = %(confirmations)s, updated_at = now()
 WHERE id = %(id)s AND status = 'INCLUDED'
 RETURNING id;
+
+-- name: confirm_payouts
+-- mark_payout_final for successful payments, all those one watch pass found in one statement.
+UPDATE payouts p SET status = 'CONFIRMED', confirmations = t.confirmations, updated_at = now()
+FROM unnest(%(ids)s::uuid[], %(confirmations)s::integer[]) AS t (id, confirmations)
+WHERE p.id = t.id AND p.status = 'INCLUDED'
+RETURNING p.id;
 
 -- name: mark_payout_reorged
 -- The block that included the transaction is no longer canonical (money rule 6).
