@@ -11,6 +11,7 @@ from starlette.exceptions import HTTPException
 
 from app import health, metrics, openapi, withdrawals
 from app.errors import ApiError, handle_api_error, handle_http_exception, handle_unexpected
+from app.intake import Intake
 from app.registry import Registry, load_registry
 from app.settings import Settings, SettingsError
 from db.engine import open_pool
@@ -31,9 +32,11 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
         app.state.registry = registry or load_registry()
         pool = await open_pool(app.state.settings.database_url.reveal(), max_size=app.state.settings.db_pool_size)
         app.state.pool = pool
+        app.state.intake = Intake(pool)
         try:
             async with queue.open_async(pool):
                 yield
+                await app.state.intake.close()
         finally:
             await pool.close()
 

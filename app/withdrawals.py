@@ -153,24 +153,24 @@ async def create_withdrawal(request: Request) -> Response:
         order = validate_order(request.app.state.registry, body)
     except ApiError as exc:
         refusal = exc
+    if refusal is None:
+        new = repo.NewWithdrawal(
+            idempotency_key=idempotency,
+            request_hash=fingerprint,
+            chain=order.chain.name,
+            asset=order.asset.symbol,
+            to_address=order.to,
+            amount=order.amount,
+            reference=body.reference,
+        )
+        # The outbox: the row and its first job commit together or not at all (app/intake.py).
+        row = await request.app.state.intake.create(hash_key(key), new)
+        if row is not None:
+            location = {"Location": f"/v1/withdrawals/{row['id']}"}
+            return JSONResponse(render(request, row), status_code=201, headers=location)
+    # Nothing was inserted: the key is unknown or revoked, the idempotency key was used before
+    # (a retry gets its withdrawal, even if the rules changed since), or the order is refused.
     async with request.app.state.pool.connection() as conn:
-        if refusal is None:
-            new = repo.NewWithdrawal(
-                idempotency_key=idempotency,
-                request_hash=fingerprint,
-                chain=order.chain.name,
-                asset=order.asset.symbol,
-                to_address=order.to,
-                amount=order.amount,
-                reference=body.reference,
-            )
-            # The outbox: the row and its first job commit together or not at all.
-            row = await repo.insert_withdrawal(conn, hash_key(key), new)
-            if row is not None:
-                location = {"Location": f"/v1/withdrawals/{row['id']}"}
-                return JSONResponse(render(request, row), status_code=201, headers=location)
-        # Nothing was inserted: the key is unknown or revoked, the idempotency key was used before
-        # (a retry gets its withdrawal, even if the rules changed since), or the order is refused.
         client = await client_of(conn, key)
         existing = await repo.get_by_idempotency_key(conn, client.id, idempotency)
     if existing is not None:

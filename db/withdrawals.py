@@ -36,12 +36,36 @@ class NewWithdrawal:
     reference: str | None
 
 
-async def insert_withdrawal(conn: AsyncConnection, key_hash: bytes, w: NewWithdrawal) -> Row | None:
-    """Insert for the client behind an API key, with the job that takes it into the pipeline, in
-    one statement. None, with nothing written, when the key is unknown or revoked, the idempotency
-    key was used already, or the recipient is our own wallet."""
-    cur = await conn.execute(query("insert_withdrawal"), w.__dict__ | {"key_hash": key_hash})
-    return await cur.fetchone()  # type: ignore[return-value]
+async def insert_withdrawals(conn: AsyncConnection, creates: Sequence[tuple[bytes, NewWithdrawal]]) -> list[Row | None]:
+    """Insert each (API key hash, withdrawal) for the client behind the key, with the job that
+    takes them into the pipeline, in one statement. Per create, its row, or None, with nothing
+    written for it, when the key is unknown or revoked, the idempotency key was used already (also
+    by an earlier create of the same call), or the recipient is our own wallet."""
+    columns: dict[str, list[Any]] = {
+        "ordinals": list(range(len(creates))),
+        "key_hashes": [key_hash for key_hash, _ in creates],
+    }
+    for name, field_name in (
+        ("idempotency_keys", "idempotency_key"),
+        ("request_hashes", "request_hash"),
+        ("chains", "chain"),
+        ("assets", "asset"),
+        ("to_addresses", "to_address"),
+        ("amounts", "amount"),
+        ("references", "reference"),
+    ):
+        columns[name] = [getattr(w, field_name) for _, w in creates]
+    cur = await conn.execute(query("insert_withdrawal"), columns)
+    rows: list[Row | None] = [None] * len(creates)
+    taken: set[Any] = set()
+    for row in sorted(await cur.fetchall(), key=lambda r: r["ordinal"]):  # type: ignore[call-overload]
+        ordinal = row.pop("ordinal")  # type: ignore[attr-defined]
+        # Two creates of one client with one idempotency key and body match the same row: the
+        # first gets it; the other is told about it as a replay, as a racing duplicate is.
+        if rows[ordinal] is None and row["id"] not in taken:  # type: ignore[index]
+            rows[ordinal] = row  # type: ignore[assignment]
+            taken.add(row["id"])  # type: ignore[index]
+    return rows
 
 
 async def get_by_idempotency_key(conn: AsyncConnection, client_id: uuid.UUID, key: str) -> Row | None:

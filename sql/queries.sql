@@ -8,37 +8,47 @@ FROM api_keys k JOIN api_clients c ON c.id = k.client_id
 WHERE k.key_hash = %(key_hash)s AND k.revoked_at IS NULL AND c.disabled_at IS NULL;
 
 -- name: insert_withdrawal
--- Create a withdrawal and its first job in one statement (one round trip, one transaction: the
--- outbox), for the client behind an API key (by its SHA-256). Nothing is written when the key is
--- unknown or revoked, the client already used this idempotency key, or the recipient is one of
--- our own wallets on that chain; no row comes back then (the caller tells which). ON CONFLICT
--- waits for a concurrent insert with the same key to commit, so duplicates that race each other
--- end with exactly one row.
--- The job is procrastinate's `validate` for the chain, unless one is already waiting to run (its
+-- Create withdrawals and their first job in one statement (one round trip, one transaction: the
+-- outbox): the creates that API requests made at about the same time (app/intake.py), each for
+-- the client behind its API key (by its SHA-256). Nothing is written for a create whose key is
+-- unknown or revoked, whose client already used its idempotency key, or whose recipient is one of
+-- our own wallets on that chain; no row comes back for it then (the caller tells which). Each row
+-- comes back with the ordinal of its create. ON CONFLICT waits for a concurrent insert with the
+-- same key to commit, so duplicates that race each other end with exactly one row.
+-- The job is procrastinate's `validate` for each chain, unless one is already waiting to run (its
 -- queueing lock `validate:<chain>`, the one the tick uses): a waiting job takes every PENDING
 -- withdrawal of its chain when it runs, so one job per withdrawal would only load the queue. A
--- waiting job that a worker takes before this statement commits may miss this withdrawal; the
+-- waiting job that a worker takes before this statement commits may miss these withdrawals; the
 -- next create queues a new job, and the tick queues one every second while any is PENDING.
 -- Procrastinate's triggers on its table notify the workers as for any defer. The priority is
 -- jobs/queue.py PRIORITY["validate"] (a test keeps the two equal).
-WITH client AS (
-    SELECT k.client_id FROM api_keys k JOIN api_clients c ON c.id = k.client_id
-    WHERE k.key_hash = %(key_hash)s AND k.revoked_at IS NULL AND c.disabled_at IS NULL
+WITH input AS (
+    SELECT * FROM unnest(%(ordinals)s::integer[], %(key_hashes)s::bytea[], %(idempotency_keys)s::text[],
+                         %(request_hashes)s::bytea[], %(chains)s::text[], %(assets)s::text[],
+                         %(to_addresses)s::text[], %(amounts)s::numeric[], %(references)s::text[])
+        AS t (ordinal, key_hash, idempotency_key, request_hash, chain, asset, to_address, amount, reference)
+), keyed AS (
+    SELECT input.*, k.client_id
+    FROM input
+    JOIN api_keys k ON k.key_hash = input.key_hash AND k.revoked_at IS NULL
+    JOIN api_clients c ON c.id = k.client_id AND c.disabled_at IS NULL
+    WHERE NOT EXISTS (SELECT 1 FROM hot_wallets h WHERE h.chain = input.chain AND h.address = input.to_address)
 ), created AS (
     INSERT INTO withdrawals (client_id, idempotency_key, request_hash, chain, asset, to_address, amount, reference)
-    SELECT client.client_id, %(idempotency_key)s, %(request_hash)s, %(chain)s, %(asset)s, %(to_address)s,
-           %(amount)s, %(reference)s
-    FROM client
-    WHERE NOT EXISTS (SELECT 1 FROM hot_wallets WHERE chain = %(chain)s AND address = %(to_address)s)
+    SELECT client_id, idempotency_key, request_hash, chain, asset, to_address, amount, reference
+    FROM keyed ORDER BY ordinal
     ON CONFLICT (client_id, idempotency_key) DO NOTHING
     RETURNING *
 ), job AS (
     INSERT INTO procrastinate_jobs (queue_name, task_name, priority, queueing_lock, args)
-    SELECT 'validate', 'validate', 10, 'validate:' || created.chain, jsonb_build_object('chain', created.chain)
-    FROM created
+    SELECT 'validate', 'validate', 10, 'validate:' || chain, jsonb_build_object('chain', chain)
+    FROM (SELECT DISTINCT chain FROM created) AS chains
     ON CONFLICT (queueing_lock) WHERE status = 'todo' DO NOTHING
 )
-SELECT * FROM created;
+SELECT keyed.ordinal, created.*
+FROM created
+JOIN keyed ON keyed.client_id = created.client_id AND keyed.idempotency_key = created.idempotency_key
+    AND keyed.request_hash = created.request_hash;
 
 -- name: get_withdrawal_by_idempotency_key
 -- The withdrawal a client created with an idempotency key.

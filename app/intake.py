@@ -1,0 +1,106 @@
+"""Group commit for creates: the creates that requests make at about the same time are written
+by one statement in one transaction (db/withdrawals.py insert_withdrawals).
+
+A create joins a queue; a writer takes everything queued (up to MAX_BATCH) as soon as it has a
+connection, so nothing waits on a timer: alone, a create is written at once, as before; under
+load, creates that arrive while a batch is being written go together in the next one. Up to
+WRITERS batches are written at once, each on its own pooled connection. Each request is answered
+only after its batch commits, so a 201 still means the withdrawal and its job are stored.
+
+Two creates with the same idempotency key never share a batch (the second waits for the next),
+so each learns the outcome a lone request would. When a batch fails as a whole, each of its
+creates is written again alone, so one bad create cannot fail the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import Any
+
+from psycopg_pool import AsyncConnectionPool
+
+from db import withdrawals as repo
+
+log = logging.getLogger("payouts.api.intake")
+
+MAX_BATCH = 64
+WRITERS = 4
+
+
+class Intake:
+    def __init__(self, pool: AsyncConnectionPool, max_batch: int = MAX_BATCH, writers: int = WRITERS) -> None:
+        self.pool = pool
+        self.max_batch = max_batch
+        self.writers = writers
+        self.running = 0
+        self.queue: deque[tuple[bytes, repo.NewWithdrawal, asyncio.Future[dict[str, Any] | None]]] = deque()
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def create(self, key_hash: bytes, new: repo.NewWithdrawal) -> dict[str, Any] | None:
+        """The new withdrawal's row, or None when nothing was written (see insert_withdrawals)."""
+        done: asyncio.Future[dict[str, Any] | None] = asyncio.get_running_loop().create_future()
+        self.queue.append((key_hash, new, done))
+        if self.running < self.writers:
+            self.running += 1
+            task = asyncio.create_task(self._write())
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+        # Shielded: a client that hangs up does not cancel the write its create is part of.
+        return await asyncio.shield(done)
+
+    async def close(self) -> None:
+        """Wait for the batches being written (at shutdown, after the last request)."""
+        while self.tasks:
+            await asyncio.gather(*list(self.tasks), return_exceptions=True)
+
+    def _take(self) -> list[tuple[bytes, repo.NewWithdrawal, asyncio.Future[dict[str, Any] | None]]]:
+        batch = []
+        keys: set[tuple[bytes, str]] = set()
+        later = []
+        while self.queue and len(batch) < self.max_batch:
+            item = self.queue.popleft()
+            key = (item[0], item[1].idempotency_key)
+            if key in keys:
+                later.append(item)
+                continue
+            keys.add(key)
+            batch.append(item)
+        self.queue.extendleft(reversed(later))
+        return batch
+
+    async def _write(self) -> None:
+        try:
+            while self.queue:
+                batch = self._take()
+                try:
+                    async with self.pool.connection() as conn:
+                        rows = await repo.insert_withdrawals(conn, [(k, w) for k, w, _ in batch])
+                except Exception as exc:  # noqa: BLE001 - each create is tried alone below
+                    if len(batch) == 1:
+                        _settle(batch[0][2], exc)
+                        continue
+                    log.warning("a batch of %d creates failed (%s); writing each alone", len(batch), type(exc).__name__)
+                    for key_hash, new, done in batch:
+                        try:
+                            async with self.pool.connection() as conn:
+                                (row,) = await repo.insert_withdrawals(conn, [(key_hash, new)])
+                        except Exception as alone:  # noqa: BLE001 - handed to the request
+                            _settle(done, alone)
+                        else:
+                            _settle(done, row)
+                    continue
+                for (_, _, done), row in zip(batch, rows, strict=True):
+                    _settle(done, row)
+        finally:
+            self.running -= 1
+
+
+def _settle(done: asyncio.Future[dict[str, Any] | None], outcome: dict[str, Any] | None | Exception) -> None:
+    if done.done():
+        return
+    if isinstance(outcome, Exception):
+        done.set_exception(outcome)
+    else:
+        done.set_result(outcome)

@@ -1,0 +1,127 @@
+"""Group commit of creates (app/intake.py): creates that arrive together are written together,
+and each request still gets the answer it would get alone."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from app.intake import Intake
+from db import wallets
+from db.clients import hash_key
+from db.engine import open_pool
+from db.withdrawals import NewWithdrawal
+from tests.conftest import Api, make_client
+
+Conn = psycopg.Connection[dict[str, Any]]  # the `db` fixture's rows are dicts
+RECIPIENT = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
+OWN_WALLET = "0x976EA74026E726554dB657fA54763abd0C3a0aa9"
+
+
+def body(to: str = RECIPIENT, amount: str = "1.5") -> dict[str, str]:
+    return {"chain": "localhost", "asset": "USDT", "to": to, "amount": amount}
+
+
+def count(db: Conn, sql: str) -> int:
+    row = db.execute(sql).fetchone()
+    assert row is not None
+    return int(row["n"])
+
+
+def test_a_burst_of_mixed_creates_gets_the_answers_lone_requests_would(db: Conn, api: Api) -> None:
+    _, acme = make_client(db, "acme")
+    _, globex = make_client(db, "globex")
+    wallets.upsert_wallet(db, "localhost", OWN_WALLET, "hot", "dev-mnemonic:9")
+    # (key, idempotency key, body, expected status)
+    requests: list[tuple[str, str, dict[str, str], int]] = []
+    for i in range(40):
+        requests.append((acme if i % 2 else globex, f"fresh-{i}", body(amount=f"{i + 1}"), 201))
+    requests += [(acme, f"own-{i}", body(to=OWN_WALLET), 422) for i in range(5)]
+    requests += [("pk_unknown_" + "x" * 32, f"nokey-{i}", body(), 401) for i in range(5)]
+    # One idempotency key, two bodies, sent together: one is created, the other refused as reused.
+    requests += [(acme, "twice", body(amount="7"), 201), (acme, "twice", body(amount="8"), 422)]
+
+    async def fire() -> list[httpx.Response]:
+        limits = httpx.Limits(max_connections=len(requests))
+        async with httpx.AsyncClient(base_url=api.url, limits=limits, timeout=30) as http:
+            return await asyncio.gather(
+                *(
+                    http.post(
+                        "/v1/withdrawals",
+                        json=b,
+                        headers={"Authorization": f"Bearer {key}", "Idempotency-Key": idem},
+                    )
+                    for key, idem, b, _ in requests
+                )
+            )
+
+    responses = asyncio.run(fire())
+    got = [(idem, r.status_code) for (_, idem, _, _), r in zip(requests, responses, strict=True)]
+    fresh = [(idem, status) for idem, status in got if idem.startswith(("fresh", "own", "nokey"))]
+    assert fresh == [
+        (idem, expected) for _, idem, _, expected in requests if idem.startswith(("fresh", "own", "nokey"))
+    ]
+    assert sorted(status for idem, status in got if idem == "twice") == [201, 422]
+    codes = {r.json()["code"] for r in responses if r.status_code == 422}
+    assert codes == {"address_is_own_wallet", "idempotency_key_reused"}
+    assert count(db, "SELECT count(*) AS n FROM withdrawals") == 41
+    assert count(db, "SELECT count(*) AS n FROM withdrawal_events") == 41
+    assert count(db, "SELECT count(*) AS n FROM procrastinate_jobs WHERE status = 'todo'") == 1
+    for (_, idem, b, expected), r in zip(requests, responses, strict=True):
+        if expected == 201 and idem.startswith("fresh"):
+            assert r.json()["amount"] == b["amount"]
+    # Written together: rows of one batch share their transaction's timestamp.
+    assert count(db, "SELECT count(DISTINCT created_at) AS n FROM withdrawals") < 41
+
+
+def test_a_create_that_fails_does_not_fail_the_others_of_its_batch(db: Conn, database_url: str) -> None:
+    client_id, key = make_client(db, "acme")
+
+    def new(amount: int) -> NewWithdrawal:
+        return NewWithdrawal(
+            idempotency_key=str(uuid.uuid4()),
+            request_hash=b"h" * 32,
+            chain="localhost",
+            asset="USDT",
+            to_address=RECIPIENT,
+            amount=amount,
+            reference=None,
+        )
+
+    async def run() -> list[Any]:
+        pool = await open_pool(database_url, max_size=4)
+        try:
+            intake = Intake(pool, writers=1)
+            creates = [intake.create(hash_key(key), new(a)) for a in (1, 2, 10**78, 3)]
+            return await asyncio.gather(*creates, return_exceptions=True)
+        finally:
+            await pool.close()
+
+    outcomes = asyncio.run(run())
+    assert [type(o).__name__ for o in outcomes] == ["dict", "dict", "NumericValueOutOfRange", "dict"]
+    assert [int(o["amount"]) for o in outcomes if isinstance(o, dict)] == [1, 2, 3]
+    rows = db.execute("SELECT amount FROM withdrawals WHERE client_id = %s ORDER BY amount", (client_id,)).fetchall()
+    assert [int(r["amount"]) for r in rows] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("writers", [1, 4])
+def test_creates_with_one_idempotency_key_never_share_a_batch(db: Conn, database_url: str, writers: int) -> None:
+    client_id, key = make_client(db, "acme")
+    same = NewWithdrawal("same-key", b"h" * 32, "localhost", "USDT", RECIPIENT, 5, None)
+
+    async def run() -> list[Any]:
+        pool = await open_pool(database_url, max_size=4)
+        try:
+            intake = Intake(pool, writers=writers)
+            return await asyncio.gather(*(intake.create(hash_key(key), same) for _ in range(10)))
+        finally:
+            await pool.close()
+
+    outcomes = asyncio.run(run())
+    assert sum(o is not None for o in outcomes) == 1  # the others are replays, told apart by the API
+    assert count(db, f"SELECT count(*) AS n FROM withdrawals WHERE client_id = '{client_id}'") == 1
