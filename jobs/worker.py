@@ -6,9 +6,10 @@ Any number of workers may run, on any hosts: they coordinate only through Postgr
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
+
+import uvloop
 
 from app.settings import Settings, SettingsError
 from db.engine import open_pool
@@ -43,7 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
-        asyncio.run(run(args.concurrency, args.queues or QUEUES))
+        # uvloop: a job's time is mostly round trips to Postgres and the node, and uvloop's event
+        # loop costs less CPU per one than asyncio's own (as in the API, which uvicorn runs on it).
+        uvloop.run(run(args.concurrency, args.queues or QUEUES))
     except SettingsError as exc:
         print(f"worker: {exc}", file=sys.stderr)
         return 2
