@@ -4,9 +4,13 @@
 
 Request i is due at start + i / R and is sent then, whatever happened to earlier requests (no
 coordinated omission: a slow server does not slow the offered rate down). Latency is measured
-from the due time, so time spent waiting for a free connection counts. The client is aiohttp on
-uvloop (asyncio, about a third of httpx's CPU per request, which matters on 2 cores); at most
-`--connections` requests are open at once.
+from the due time, so time spent waiting for a free connection counts. At most `--connections`
+requests are open at once, each on a keep-alive HTTP/1.1 connection of its own.
+
+The client is a small asyncio protocol on uvloop that sends request bytes encoded before the
+clock starts and reads only the status line, Content-Length and the body's length: 0.13 ms of CPU
+per request here, a third of aiohttp's 0.4 ms, so the load takes as little as possible of the 2
+cores it shares with the system it measures.
 
 PLAN.json is a list of {"asset", "to", "amount"}; the idempotency key of request i is RUN-i.
 RESULT.json gets the counts, the achieved send rate and latency percentiles in milliseconds.
@@ -21,9 +25,11 @@ import math
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
-import aiohttp
 import uvloop
+
+TIMEOUT_SECONDS = 60.0
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -33,46 +39,111 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[max(1, min(len(ordered), math.ceil(p / 100 * len(ordered)))) - 1]
 
 
+def encode_requests(host: str, key: str, plan: list[dict[str, str]], run: str) -> list[bytes]:
+    requests = []
+    for i, item in enumerate(plan):
+        body = json.dumps({"chain": "localhost", **item}, separators=(",", ":")).encode()
+        head = (
+            f"POST /v1/withdrawals HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\n"
+            f"Content-Type: application/json\r\nIdempotency-Key: {run}-{i}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        )
+        requests.append(head.encode() + body)
+    return requests
+
+
+class HttpConnection(asyncio.Protocol):
+    """One keep-alive connection, one request at a time; `request` returns the status code."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.waiter: asyncio.Future[int] | None = None
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(ConnectionError("the server closed the connection"))
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        end = self.buffer.find(b"\r\n\r\n")
+        if end < 0 or self.waiter is None:
+            return
+        head = bytes(self.buffer[:end]).decode("latin-1")
+        length = 0
+        for line in head.split("\r\n")[1:]:
+            name, _, value = line.partition(":")
+            if name.strip().lower() == "content-length":
+                length = int(value)
+        if len(self.buffer) < end + 4 + length:
+            return
+        del self.buffer[: end + 4 + length]
+        status = int(head.split(" ", 2)[1])
+        if not self.waiter.done():
+            self.waiter.set_result(status)
+
+    async def request(self, data: bytes) -> int:
+        assert self.transport is not None
+        self.waiter = asyncio.get_running_loop().create_future()
+        self.transport.write(data)
+        try:
+            return await asyncio.wait_for(self.waiter, TIMEOUT_SECONDS)
+        finally:
+            self.waiter = None
+
+
 async def drive(url: str, key: str, plan: list[dict[str, str]], rate: float, run: str, connections: int) -> dict:
     loop = asyncio.get_running_loop()
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    requests = encode_requests(f"{host}:{port}", key, plan, run)
     latencies: list[float] = []
     lags: list[float] = []
     statuses: dict[str, int] = {}
-    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
-    connector = aiohttp.TCPConnector(limit=connections)
-    timeout = aiohttp.ClientTimeout(total=60)
+    idle: list[HttpConnection] = []
+    slots = asyncio.Semaphore(connections)
 
-    async with aiohttp.ClientSession(url, headers=headers, connector=connector, timeout=timeout) as session:
-
-        async def post(i: int, due: float) -> None:
-            body = {"chain": "localhost", **plan[i]}
+    async def post(i: int, due: float) -> None:
+        async with slots:
+            conn = idle.pop() if idle else None
             try:
-                async with session.post(
-                    "/v1/withdrawals", json=body, headers={"Idempotency-Key": f"{run}-{i}"}
-                ) as reply:
-                    await reply.read()
-                    status = str(reply.status)
-            except (aiohttp.ClientError, TimeoutError) as exc:
+                if conn is None:
+                    _, conn = await loop.create_connection(HttpConnection, host, port)
+                status = str(await conn.request(requests[i]))
+            except (OSError, TimeoutError) as exc:
                 status = type(exc).__name__
-            statuses[status] = statuses.get(status, 0) + 1
-            latencies.append((loop.time() - due) * 1000)
+                if conn is not None and conn.transport is not None:
+                    conn.transport.close()
+                conn = None
+            if conn is not None and not conn.closed:
+                idle.append(conn)
+        statuses[status] = statuses.get(status, 0) + 1
+        latencies.append((loop.time() - due) * 1000)
 
-        tasks = set()
-        start = loop.time() + 0.05
-        wall_start = time.time() + 0.05
-        for i in range(len(plan)):
-            due = start + i / rate
-            wait = due - loop.time()
-            if wait > 0.0005:
-                await asyncio.sleep(wait)
-            lags.append((loop.time() - due) * 1000)
-            task = asyncio.create_task(post(i, due))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-        sent = loop.time()
-        while tasks:
-            await asyncio.gather(*list(tasks))
-        done = loop.time()
+    tasks = set()
+    start = loop.time() + 0.05
+    wall_start = time.time() + 0.05
+    for i in range(len(plan)):
+        due = start + i / rate
+        wait = due - loop.time()
+        if wait > 0.0005:
+            await asyncio.sleep(wait)
+        lags.append((loop.time() - due) * 1000)
+        task = asyncio.create_task(post(i, due))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+    sent = loop.time()
+    while tasks:
+        await asyncio.gather(*list(tasks))
+    done = loop.time()
+    for conn in idle:
+        if conn.transport is not None:
+            conn.transport.close()
     count = len(plan)
     return {
         "requests": count,

@@ -91,7 +91,11 @@ class Processes:
         return proc
 
     def pids(self, kind: str) -> list[int]:
-        return [p.pid for k, p in self.started if k == kind and p.poll() is None]
+        return [p.pid for p in self.of_kind(kind)]
+
+    def of_kind(self, kind: str) -> list[subprocess.Popen[bytes]]:
+        """The running processes of one kind."""
+        return [p for k, p in self.started if k == kind and p.poll() is None]
 
     def stop(self, proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
         if proc.poll() is None:
