@@ -1,6 +1,6 @@
 """End-to-end benchmark: withdrawals from the HTTP request to CONFIRMED on a local anvil chain.
 
-    .venv/bin/python -m bench.e2e [--count 10000] [--rates 100,1000] [--backlog 10000]
+    .venv/bin/python -m bench.e2e [--count 10000] [--rates 100,1000] [--backlog 20000]
                                   [--chains 2s-30M,1s-300M] [--quick] [--out FILE]
 
 For each chain setting (2 s blocks with a 30M gas limit, where the chain is the limit, and 1 s
@@ -74,7 +74,7 @@ class Settings:
     existing: int = 500
     workers: int = 2
     concurrency: int = 8
-    max_in_flight: int = 64
+    max_in_flight: int = 128
     confirmations: int = 2
     timeout: float = 900.0
 
@@ -309,11 +309,17 @@ def measure(conn: Any, client_id: str, blocks: BlockMeter, since: float | None =
             out[name] = {p: percentile(values, p) for p in (50, 95, 99)}
     numbers = sorted({r["block_number"] for r in rows if r["block_number"] is not None})
     if numbers:
-        window = [b for n, b in seen.items() if numbers[0] <= n <= numbers[-1]]
+        window = [b for n, b in sorted(seen.items()) if numbers[0] <= n <= numbers[-1]]
         if window:
             out["blocks"] = len(window)
             out["gas_share"] = sum(b.gas_used for b in window) / sum(b.gas_limit for b in window)
             out["block_gas_limit"] = window[0].gas_limit
+            out["block_gas"] = [b.gas_used / b.gas_limit for b in window]
+            # Without the first and the last block, which the run only partly fills by nature
+            # (its first transactions and its last ones).
+            middle = window[1:-1]
+            if middle:
+                out["gas_share_middle"] = sum(b.gas_used for b in middle) / sum(b.gas_limit for b in middle)
     stages = conn.execute(
         """
         SELECT e.to_status::text AS stage,
@@ -346,6 +352,10 @@ def fmt_p(values: dict[int, float] | None) -> str:
     return " / ".join(f"{values[p]:.1f}" for p in (50, 95, 99))
 
 
+def middle_share(r: dict[str, Any]) -> str:
+    return f" ({r['gas_share_middle']:.0%} without the first and last)" if "gas_share_middle" in r else ""
+
+
 def sustained(r: dict[str, Any]) -> str:
     return f"{r['sustained_per_s']:,.0f}" if "sustained_per_s" in r else "-"
 
@@ -370,7 +380,7 @@ def results_table(results: list[dict[str, Any]]) -> list[str]:
             f"| {r['confirmed']:,}{' (timed out)' if r['timed_out'] else ''} "
             f"| {r.get('confirmed_per_s', 0):,.0f} | {sustained(r)} "
             f"| {fmt_p(r.get('inclusion'))} | {fmt_p(r.get('confirmation'))} | {load.get('p95_ms', 0):,.0f} "
-            f"| {r.get('gas_share', 0):.0%} of {r.get('blocks', 0)} blocks "
+            f"| {r.get('gas_share', 0):.0%} of {r.get('blocks', 0)} blocks{middle_share(r)} "
             f"| {tx:,} ({r['withdrawals'] / tx if tx else 0:.1f}) | {bumps:,} |"
         )
     return lines
@@ -446,10 +456,11 @@ def targets(results: list[dict[str, Any]]) -> list[str]:
     slow = [r for r in results if r["chain"] == "2s-30M"]
     if slow:
         top = next((r for r in slow if r.get("backlog")), None) or max(slow, key=lambda r: r["offered_rate"])
-        share = top.get("gas_share", 0)
+        share = top.get("gas_share_middle", top.get("gas_share", 0))
         lines.append(
             f"- 2 s blocks / 30M gas, ≥ 90% of gas capacity used with a large backlog "
-            f"({offered(top)}): {share:.0%}, {verdict(share >= 0.9)}"
+            f"({offered(top)}, the blocks between the first and the last that paid it): {share:.0%} "
+            f"(per block: {', '.join(f'{g:.0%}' for g in top.get('block_gas', []))}), {verdict(share >= 0.9)}"
         )
     for r in results:
         if r["offered_rate"] == 100 and not r.get("backlog") and r.get("inclusion"):
@@ -508,8 +519,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--backlog",
         type=int,
-        default=10_000,
-        help="withdrawals submitted with the workers stopped, then drained, per chain (default 10,000; 0: none)",
+        default=20_000,
+        help="withdrawals submitted with the workers stopped, then drained, per chain (default 20,000; 0: none)",
     )
     parser.add_argument("--quick", action="store_true", help="1,000 withdrawals per run")
     parser.add_argument("--wallets", type=int, default=Settings.wallets, help="hot wallets (default 16)")
