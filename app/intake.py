@@ -8,8 +8,11 @@ WRITERS batches are written at once, each on its own pooled connection. Each req
 only after its batch commits, so a 201 still means the withdrawal and its job are stored.
 
 Two creates with the same idempotency key never share a batch (the second waits for the next),
-so each learns the outcome a lone request would. When a batch fails as a whole, each of its
-creates is written again alone, so one bad create cannot fail the others.
+so each learns the outcome a lone request would. When a batch fails because of what one create
+holds (a data or constraint error, or a deadlock), each of its creates is written again alone, so
+one bad create cannot fail the others; when it fails because the database cannot be reached, all
+of them fail at once, as lone requests would. At most MAX_QUEUED creates wait: beyond that the API
+answers 503 `busy` (retryable) rather than queueing work it cannot write in time.
 """
 
 from __future__ import annotations
@@ -27,6 +30,16 @@ log = logging.getLogger("payouts.api.intake")
 
 MAX_BATCH = 64
 WRITERS = 4
+MAX_QUEUED = 4_096
+# SQLSTATE classes of errors that come from one create's data (22 data exception, 23 integrity
+# constraint) and transaction conflicts worth a retry (40001 serialization, 40P01 deadlock).
+RETRY_ALONE = ("22", "23", "40001", "40P01")
+
+Pending = tuple[bytes, repo.NewWithdrawal, "asyncio.Future[dict[str, Any] | None]"]
+
+
+class Busy(Exception):
+    """More creates are waiting than the writers can take in time."""
 
 
 class Intake:
@@ -35,11 +48,14 @@ class Intake:
         self.max_batch = max_batch
         self.writers = writers
         self.running = 0
-        self.queue: deque[tuple[bytes, repo.NewWithdrawal, asyncio.Future[dict[str, Any] | None]]] = deque()
+        self.queue: deque[Pending] = deque()
         self.tasks: set[asyncio.Task[None]] = set()
 
     async def create(self, key_hash: bytes, new: repo.NewWithdrawal) -> dict[str, Any] | None:
-        """The new withdrawal's row, or None when nothing was written (see insert_withdrawals)."""
+        """The new withdrawal's row, or None when nothing was written (see insert_withdrawals).
+        Raises Busy when MAX_QUEUED creates are already waiting."""
+        if len(self.queue) >= MAX_QUEUED:
+            raise Busy(f"{len(self.queue)} creates are waiting to be written")
         done: asyncio.Future[dict[str, Any] | None] = asyncio.get_running_loop().create_future()
         self.queue.append((key_hash, new, done))
         if self.running < self.writers:
@@ -55,7 +71,7 @@ class Intake:
         while self.tasks:
             await asyncio.gather(*list(self.tasks), return_exceptions=True)
 
-    def _take(self) -> list[tuple[bytes, repo.NewWithdrawal, asyncio.Future[dict[str, Any] | None]]]:
+    def _take(self) -> list[Pending]:
         batch = []
         keys: set[tuple[bytes, str]] = set()
         later = []
@@ -71,30 +87,40 @@ class Intake:
         return batch
 
     async def _write(self) -> None:
+        batch: list[Pending] = []
         try:
             while self.queue:
                 batch = self._take()
                 try:
                     async with self.pool.connection() as conn:
                         rows = await repo.insert_withdrawals(conn, [(k, w) for k, w, _ in batch])
-                except Exception as exc:  # noqa: BLE001 - each create is tried alone below
-                    if len(batch) == 1:
-                        _settle(batch[0][2], exc)
-                        continue
-                    log.warning("a batch of %d creates failed (%s); writing each alone", len(batch), type(exc).__name__)
-                    for key_hash, new, done in batch:
-                        try:
-                            async with self.pool.connection() as conn:
-                                (row,) = await repo.insert_withdrawals(conn, [(key_hash, new)])
-                        except Exception as alone:  # noqa: BLE001 - handed to the request
-                            _settle(done, alone)
-                        else:
-                            _settle(done, row)
-                    continue
-                for (_, _, done), row in zip(batch, rows, strict=True):
-                    _settle(done, row)
+                except Exception as exc:  # noqa: BLE001 - each create gets its own outcome below
+                    await self._after_failure(batch, exc)
+                else:
+                    for (_, _, done), row in zip(batch, rows, strict=True):
+                        _settle(done, row)
+                batch = []
         finally:
             self.running -= 1
+            # Cancelled (at shutdown) with a batch in hand: its requests hear it, not silence.
+            for _, _, done in batch:
+                _settle(done, ConnectionError("the API stopped before the create was written"))
+
+    async def _after_failure(self, batch: list[Pending], exc: Exception) -> None:
+        sqlstate = getattr(exc, "sqlstate", None) or ""
+        if len(batch) == 1 or not sqlstate.startswith(RETRY_ALONE):
+            for _, _, done in batch:
+                _settle(done, exc)
+            return
+        log.warning("a batch of %d creates failed (SQLSTATE %s); writing each alone", len(batch), sqlstate)
+        for key_hash, new, done in batch:
+            try:
+                async with self.pool.connection() as conn:
+                    (row,) = await repo.insert_withdrawals(conn, [(key_hash, new)])
+            except Exception as alone:  # noqa: BLE001 - handed to the request
+                _settle(done, alone)
+            else:
+                _settle(done, row)
 
 
 def _settle(done: asyncio.Future[dict[str, Any] | None], outcome: dict[str, Any] | None | Exception) -> None:
@@ -102,5 +128,8 @@ def _settle(done: asyncio.Future[dict[str, Any] | None], outcome: dict[str, Any]
         return
     if isinstance(outcome, Exception):
         done.set_exception(outcome)
+        # Its request may have gone (a client that hung up): the error is the request's to
+        # report, not asyncio's to log as never retrieved.
+        done.exception()
     else:
         done.set_result(outcome)

@@ -89,6 +89,7 @@ def document() -> dict[str, Any]:
                         "413": _problem("Body too large"),
                         "415": _problem("Body is not application/json"),
                         "422": _problem("Invalid request: see `code` and `errors`"),
+                        "503": _problem("`busy`: more creates are waiting than can be written; retry shortly"),
                         **COMMON_ERRORS,
                     },
                 },

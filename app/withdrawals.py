@@ -18,6 +18,7 @@ from starlette.routing import Route
 from app.amounts import format_units
 from app.auth import bearer_key, client_of, require_client
 from app.errors import ApiError
+from app.intake import Busy
 from app.schemas import CreateWithdrawal, Failure, Withdrawal, WithdrawalPage
 from app.validation import request_hash, validate_order
 from db import withdrawals as repo
@@ -164,7 +165,16 @@ async def create_withdrawal(request: Request) -> Response:
             reference=body.reference,
         )
         # The outbox: the row and its first job commit together or not at all (app/intake.py).
-        row = await request.app.state.intake.create(hash_key(key), new)
+        try:
+            row = await request.app.state.intake.create(hash_key(key), new)
+        except Busy:
+            raise ApiError(
+                503,
+                "busy",
+                "more withdrawals are waiting to be written than the server can take now; retry shortly",
+                retryable=True,
+                headers={"Retry-After": "1"},
+            ) from None
         if row is not None:
             location = {"Location": f"/v1/withdrawals/{row['id']}"}
             return JSONResponse(render(request, row), status_code=201, headers=location)

@@ -36,13 +36,13 @@ WITH input AS (
 ), created AS (
     INSERT INTO withdrawals (client_id, idempotency_key, request_hash, chain, asset, to_address, amount, reference)
     SELECT client_id, idempotency_key, request_hash, chain, asset, to_address, amount, reference
-    FROM keyed ORDER BY ordinal
+    FROM keyed ORDER BY client_id, idempotency_key, ordinal  -- one order for all: no deadlock between batches
     ON CONFLICT (client_id, idempotency_key) DO NOTHING
     RETURNING *
 ), job AS (
     INSERT INTO procrastinate_jobs (queue_name, task_name, priority, queueing_lock, args)
     SELECT 'validate', 'validate', 10, 'validate:' || chain, jsonb_build_object('chain', chain)
-    FROM (SELECT DISTINCT chain FROM created) AS chains
+    FROM (SELECT DISTINCT chain FROM created ORDER BY chain) AS chains
     ON CONFLICT (queueing_lock) WHERE status = 'todo' DO NOTHING
 )
 SELECT keyed.ordinal, created.*

@@ -11,7 +11,7 @@ import httpx
 import psycopg
 import pytest
 
-from app.intake import Intake
+from app.intake import Busy, Intake
 from db import wallets
 from db.clients import hash_key
 from db.engine import open_pool
@@ -125,3 +125,51 @@ def test_creates_with_one_idempotency_key_never_share_a_batch(db: Conn, database
     outcomes = asyncio.run(run())
     assert sum(o is not None for o in outcomes) == 1  # the others are replays, told apart by the API
     assert count(db, f"SELECT count(*) AS n FROM withdrawals WHERE client_id = '{client_id}'") == 1
+
+
+def order_of(amount: int) -> NewWithdrawal:
+    return NewWithdrawal(str(uuid.uuid4()), b"h" * 32, "localhost", "USDT", RECIPIENT, amount, None)
+
+
+def test_too_many_waiting_creates_are_refused_as_busy(
+    db: Conn, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("app.intake.MAX_QUEUED", 2)
+    client_id, key = make_client(db, "acme")
+
+    async def run() -> tuple[list[Any], type]:
+        pool = await open_pool(database_url, min_size=1, max_size=1)
+        try:
+            intake = Intake(pool, writers=1)
+            async with pool.connection():  # the writer waits for this, the only connection
+                first = asyncio.ensure_future(intake.create(hash_key(key), order_of(1)))
+                await asyncio.sleep(0.1)  # the writer took the first create and waits
+                queued = [asyncio.ensure_future(intake.create(hash_key(key), order_of(a))) for a in (2, 3)]
+                await asyncio.sleep(0)
+                with pytest.raises(Busy) as refused:
+                    await intake.create(hash_key(key), order_of(4))
+            return await asyncio.gather(first, *queued), refused.type
+        finally:
+            await pool.close()
+
+    rows, refused = asyncio.run(run())
+    assert refused is Busy
+    assert [int(r["amount"]) for r in rows] == [1, 2, 3]
+    amounts = db.execute("SELECT amount FROM withdrawals WHERE client_id = %s ORDER BY amount", (client_id,))
+    assert [int(r["amount"]) for r in amounts.fetchall()] == [1, 2, 3]
+
+
+def test_when_the_database_cannot_be_reached_a_batch_fails_at_once(db: Conn, database_url: str) -> None:
+    _, key = make_client(db, "acme")
+
+    async def run() -> list[Any]:
+        pool = await open_pool(database_url, min_size=1, max_size=1)
+        await pool.close()
+        intake = Intake(pool, writers=1)
+        return await asyncio.gather(
+            *(intake.create(hash_key(key), order_of(a)) for a in (1, 2, 3)), return_exceptions=True
+        )
+
+    outcomes = asyncio.run(asyncio.wait_for(run(), 10))
+    assert [type(o).__name__ for o in outcomes] == ["PoolClosed"] * 3
+    assert count(db, "SELECT count(*) AS n FROM withdrawals") == 0
