@@ -268,7 +268,8 @@ def warm_up(stack: Stack, settings: Settings) -> None:
 
 def measure(conn: Any, client_id: str, blocks: BlockMeter, since: float | None = None) -> dict[str, Any]:
     """The run's figures from the database and the block meter; with `since` (a backlog run),
-    confirmed/s counts from then rather than from the first request."""
+    confirmed/s and the inclusion and CONFIRMED latencies count from then rather than from the
+    requests."""
     rows = conn.execute(
         """
         SELECT extract(epoch FROM w.created_at)::float8 AS created, w.status::text AS status,
@@ -283,9 +284,11 @@ def measure(conn: Any, client_id: str, blocks: BlockMeter, since: float | None =
         (client_id,),
     ).fetchall()
     seen = dict(blocks.blocks)
-    inclusion = [seen[r["block_number"]].seen - r["created"] for r in rows if r["block_number"] in seen]
+    # A backlog run's latencies count from the workers' resume, not from the requests it held.
+    start = {id(r): max(r["created"], since or 0.0) for r in rows}
+    inclusion = [seen[r["block_number"]].seen - start[id(r)] for r in rows if r["block_number"] in seen]
     confirmed_rows = [r for r in rows if r["confirmed"] is not None]
-    to_confirmed = [r["confirmed"] - r["created"] for r in confirmed_rows]
+    to_confirmed = [r["confirmed"] - start[id(r)] for r in confirmed_rows]
     first_request = min((r["created"] for r in rows), default=0.0)
     confirmed_times = sorted(r["confirmed"] for r in confirmed_rows)
     out: dict[str, Any] = {
@@ -483,7 +486,7 @@ def report(results: list[dict[str, Any]], settings: Settings, note: str) -> str:
         "confirmed/s: withdrawals CONFIRMED / seconds from the first request to the last CONFIRMED; "
         "sustained/s: the steady rate, confirmations between the 10th and the 90th percentile of their times "
         "over the seconds between them; backlog: all withdrawals submitted with the workers stopped, "
-        "then drained (confirmed/s and CPU count from the workers' resume); "
+        "then drained (confirmed/s, latencies and CPU count from the workers' resume); "
         "inclusion: when the block holding the payout appeared (polled every 50 ms); "
         "gas used: sum of gasUsed / sum of gasLimit over the blocks from the first to the last that paid one "
         "of the run's withdrawals.",

@@ -89,6 +89,8 @@ class HttpConnection(asyncio.Protocol):
 
     async def request(self, data: bytes) -> int:
         assert self.transport is not None
+        if self.closed:
+            raise ConnectionError("the server closed the connection")
         self.waiter = asyncio.get_running_loop().create_future()
         self.transport.write(data)
         try:
@@ -110,7 +112,11 @@ async def drive(url: str, key: str, plan: list[dict[str, str]], rate: float, run
 
     async def post(i: int, due: float) -> None:
         async with slots:
-            conn = idle.pop() if idle else None
+            conn = None
+            while idle and conn is None:
+                conn = idle.pop()
+                if conn.closed:  # the server closes keep-alive connections left idle for long
+                    conn = None
             try:
                 if conn is None:
                     _, conn = await loop.create_connection(HttpConnection, host, port)

@@ -59,10 +59,8 @@ class ChainInfo(TypedDict):
 
 
 @cache
-@cache
 def dev_account(index: int) -> LocalAccount:
-    """The anvil dev account at BIP-44 `index` of ANVIL_MNEMONIC (derived once per process: the
-    mnemonic is public, and the derivation costs more than signing)."""
+    """The anvil dev account at BIP-44 `index` of ANVIL_MNEMONIC."""
     if index < 0:
         raise ValueError(f"account index must be >= 0, got {index}")
     Account.enable_unaudited_hdwallet_features()
