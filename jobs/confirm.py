@@ -82,6 +82,9 @@ async def _watch(pool: AsyncConnectionPool, rpc: RpcClient, chain: Chain) -> Wat
             attempts.setdefault(a["payout_id"], []).append(a)  # type: ignore[call-overload]
 
     head = await rpc.block_number()
+    # "No receipt" is known as of now: a pass that takes long must not judge a transaction stuck
+    # by the time it reaches it (it may be mined meanwhile, and a bump would only cost a send).
+    looked_at = datetime.now(UTC)
     all_attempts = [a for p in payouts for a in attempts.get(p["id"], [])]
     receipts_raw = await rpc.batch([("eth_getTransactionReceipt", [a["tx_hash"]]) for a in all_attempts])
     receipts = {a["id"]: r for a, r in zip(all_attempts, receipts_raw, strict=True) if r}
@@ -138,7 +141,7 @@ async def _watch(pool: AsyncConnectionPool, rpc: RpcClient, chain: Chain) -> Wat
         await settled.write(conn, chain, repay_reverted=repay_reverted, reasons=reasons)
 
     if stuck:
-        await settle_unmined(pool, rpc, chain, stuck, attempts, head, result)
+        await settle_unmined(pool, rpc, chain, stuck, attempts, head, looked_at, result)
     return result
 
 
@@ -322,9 +325,10 @@ async def settle_unmined(
     stuck: list[dict[str, Any]],
     attempts: dict[uuid.UUID, list[dict[str, Any]]],
     head: int,
+    looked_at: datetime,
     result: WatchResult,
 ) -> None:
-    now = datetime.now(UTC)
+    """`looked_at`: when the receipts that `stuck` lacked were asked for."""
     senders = sorted({p["sender"] for p in stuck})
     # The nonce each sender has used at the confirmation depth: a transaction of ours below it
     # that none of our receipts shows was displaced by another one.
@@ -351,7 +355,7 @@ async def settle_unmined(
         latest = mine[-1]
         sent_at = latest["broadcast_at"] or latest["created_at"]
         cancel_wanted = p["cancel_requested_at"] is not None and latest["kind"] != "cancel"
-        if not cancel_wanted and (now - sent_at).total_seconds() < chain.stuck_after_seconds:
+        if not cancel_wanted and (looked_at - sent_at).total_seconds() < chain.stuck_after_seconds:
             continue
         known = await rpc.batch([("eth_getTransactionByHash", [a["tx_hash"]]) for a in mine])
         if not cancel_wanted and not any(known):

@@ -200,6 +200,12 @@ async def plan(pool: AsyncConnectionPool, rpc: RpcClient, chain: Chain, *, max_i
             return result
         fees = await suggest_fees(rpc, chain)
         budgets = await read_budgets(conn, rpc, chain, wallets, fees)
+        if all(b.in_flight >= max_in_flight for b in budgets.values()):
+            # Nothing can be assigned before some transactions land: spare the node the recipient
+            # checks and this pass the choice (a large backlog would pay them on every pass).
+            await note(conn, [r["id"] for r in pending], shortfall_note(chain, chain.native, budgets, 0, max_in_flight))
+            result.waiting = len(pending)
+            return result
         existing: set[str] = set()
         block_gas_limit = 30_000_000
         if chain.batch_contract is not None and not await batch_contract_verified(rpc, chain):

@@ -406,3 +406,35 @@ def test_a_transaction_that_reverts_on_chain(
         ).fetchall()
     ]
     assert path.count("VALIDATING") == 2 and path[-1] == "CONFIRMED"
+
+
+def test_wallets_at_their_in_flight_cap_hold_the_rest_until_some_land(
+    api: Api,
+    db: psycopg.Connection,
+    chain: Chain,
+    hot_wallets: list[str],
+    workers: Workers,
+    client_key: str,
+    tmp_path: Path,
+) -> None:
+    workers.env["PAYOUTS_CHAINS_FILE"] = str(chains_file(tmp_path, max_in_flight_per_wallet=1))
+    pause_mining(chain)
+    workers.start(1)
+    orders = [("ETH", new_recipient(), "0.01") for _ in range(2 * len(hot_wallets))]  # new accounts: one each
+    ids = submit(api, client_key, orders)
+    wanted = {"BROADCASTED": len(hot_wallets), "VALIDATING": len(orders) - len(hot_wallets)}
+    note = "waiting: every hot wallet has 1 transactions in flight"
+    deadline = time.monotonic() + 60
+    while True:
+        rows = db.execute("SELECT status, status_note FROM withdrawals WHERE id = ANY(%s::uuid[])", (ids,)).fetchall()
+        counts = {s: sum(r["status"] == s for r in rows) for s in wanted}
+        if counts == wanted and all(r["status_note"] == note for r in rows if r["status"] == "VALIDATING"):
+            break
+        assert time.monotonic() < deadline, rows
+        time.sleep(0.3)
+    senders = db.execute("SELECT sender, count(*) AS n FROM payouts GROUP BY sender").fetchall()
+    assert sorted(r["n"] for r in senders) == [1] * len(hot_wallets)
+    resume_mining(chain)
+    final = wait_terminal(db, ids, timeout=120)
+    assert {r["status"] for r in final.values()} == {"CONFIRMED"}
+    assert_paid_exactly_once(db, chain, orders, ids, final)
