@@ -9,16 +9,14 @@ failed or re-signed because of them.
 from __future__ import annotations
 
 import logging
-import uuid
 from typing import Any
 
-from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from app.registry import Chain
 from db.queries import query
 from db.states import WithdrawalStatus
-from db.withdrawals import transition, transition_of_payouts
+from db.withdrawals import transition_of_payouts
 from jobs import context
 from jobs.queue import PRIORITY, queue
 from jobs.retry import backoff
@@ -27,11 +25,6 @@ from jobs.rpc import RpcClient, RpcError, RpcErrorKind, RpcUnavailable, is_maybe
 log = logging.getLogger("payouts.jobs.broadcast")
 
 BROADCAST_BATCH = 500
-
-
-async def withdrawals_of(conn: AsyncConnection, payout_ids: list[uuid.UUID]) -> list[uuid.UUID]:
-    cur = await conn.execute(query("live_withdrawals_of_payouts"), {"ids": payout_ids})
-    return [r["withdrawal_id"] for r in await cur.fetchall()]  # type: ignore[call-overload]
 
 
 def accepted(outcome: Any) -> bool:
@@ -78,10 +71,9 @@ async def _broadcast(pool: AsyncConnectionPool, rpc: RpcClient, chain: Chain, se
         # No node answered at all (the bytes may still have reached one: rule 7 settles that
         # from receipts later). Back to SIGNED; the job retries with backoff.
         async with pool.connection() as conn, conn.transaction():
-            back = await withdrawals_of(conn, [r["id"] for r in rows])
-            await transition(
+            await transition_of_payouts(
                 conn,
-                back,
+                [r["id"] for r in rows],
                 WithdrawalStatus.BROADCASTING,
                 WithdrawalStatus.SIGNED,
                 note=f"waiting to be broadcast again: {exc.kind.name.lower()}",
@@ -100,10 +92,9 @@ async def _broadcast(pool: AsyncConnectionPool, rpc: RpcClient, chain: Chain, se
                 unavailable = outcome
             alert = f"not accepted by the node ({outcome.kind.name.lower()}): {outcome.message[:200]}"
             await conn.execute(query("set_payout_alert"), {"id": row["id"], "alert": alert})
-            back = await withdrawals_of(conn, [row["id"]])
-            await transition(
+            await transition_of_payouts(
                 conn,
-                back,
+                [row["id"]],
                 WithdrawalStatus.BROADCASTING,
                 WithdrawalStatus.SIGNED,
                 note="waiting to be broadcast again: " + alert,

@@ -179,12 +179,14 @@ class Settled:
                 {"ids": [p["id"] for p, _ in self.depths], "confirmations": [d for _, d in self.depths]},
             )
         # A payout whose inclusion did not move (it was no longer BROADCASTED) is not INCLUDED
-        # either: the final steps' compare-and-set leaves it alone.
-        confirmed = [f for f in self.finals if int(f[2]["status"], 16) == 1 and f[1]["kind"] == "payout"]
-        if confirmed:
-            await confirm(conn, confirmed)
+        # either: the final steps' compare-and-set leaves it alone. Paid payments go together;
+        # a mined cancel or a revert is settled one payout at a time.
+        paid = [f for f in self.finals if int(f[2]["status"], 16) == 1 and f[1]["kind"] == "payout"]
+        if paid:
+            await confirm(conn, paid)
+        paid_ids = {p["id"] for p, _, _, _ in paid}
         for p, attempt, receipt, depth in self.finals:
-            if not (int(receipt["status"], 16) == 1 and attempt["kind"] == "payout"):
+            if p["id"] not in paid_ids:
                 await finalize(conn, chain, p, attempt, receipt, depth, repay_reverted=repay_reverted, reasons=reasons)
 
 
