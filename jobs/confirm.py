@@ -85,17 +85,39 @@ async def _watch(pool: AsyncConnectionPool, rpc: RpcClient, chain: Chain) -> Wat
     # "No receipt" is known as of now: a pass that takes long must not judge a transaction stuck
     # by the time it reaches it (it may be mined meanwhile, and a bump would only cost a send).
     looked_at = datetime.now(UTC)
-    all_attempts = [a for p in payouts for a in attempts.get(p["id"], [])]
-    receipts_raw = await rpc.batch([("eth_getTransactionReceipt", [a["tx_hash"]]) for a in all_attempts])
-    receipts = {a["id"]: r for a, r in zip(all_attempts, receipts_raw, strict=True) if r}
-    blocks_needed = sorted(
-        {_block_of(r) for r in receipts.values()}
-        | {p["block_number"] for p in payouts if p["block_number"] is not None}
-    )
     canonical: dict[int, str | None] = {}
-    if blocks_needed:
-        got = await rpc.batch([("eth_getBlockByNumber", [hex(n), False]) for n in blocks_needed])
-        canonical = {n: (b or {}).get("hash") for n, b in zip(blocks_needed, got, strict=True)}
+    await read_canonical(rpc, canonical, {p["block_number"] for p in payouts if p["status"] == "INCLUDED"})
+    # Receipts are asked only where one can be: a broadcast transaction whose nonce the sender's
+    # mined transactions have reached, and an included one whose block is no longer the one it
+    # was found in. An included transaction whose block stands is in it (the block hash commits
+    # to its transactions): its stored receipt is used. A pool of thousands in flight then costs
+    # one call per sender per pass, not one per transaction.
+    senders = sorted({p["sender"] for p in payouts if p["status"] == "BROADCASTED"})
+    counts = await rpc.batch([("eth_getTransactionCount", [s, "latest"]) for s in senders])
+    mined_count = {s: int(c, 16) for s, c in zip(senders, counts, strict=True)}
+    receipts: dict[int, dict[str, Any]] = {}
+    asked: set[uuid.UUID] = set()
+    for p in payouts:
+        if p["status"] == "INCLUDED":
+            standing = canonical.get(p["block_number"])
+            if standing is None:
+                continue  # the node does not show that height right now: looked at again later
+            asked.add(p["id"])
+            if standing == p["block_hash"]:
+                for a in attempts.get(p["id"], []):
+                    if a["id"] == p["mined_attempt_id"] and a["receipt_status"] is not None:
+                        receipts[a["id"]] = stored_receipt(a)
+        elif p["nonce"] is not None and p["nonce"] < mined_count[p["sender"]]:
+            asked.add(p["id"])
+    wanted = [
+        a
+        for p in payouts
+        if p["id"] in asked and not any(a["id"] in receipts for a in attempts.get(p["id"], []))
+        for a in attempts.get(p["id"], [])
+    ]
+    receipts_raw = await rpc.batch([("eth_getTransactionReceipt", [a["tx_hash"]]) for a in wanted])
+    receipts |= {a["id"]: r for a, r in zip(wanted, receipts_raw, strict=True) if r}
+    await read_canonical(rpc, canonical, {_block_of(r) for r in receipts.values()})
 
     reasons = await revert_reasons(rpc, payouts, attempts, receipts)
 
@@ -141,8 +163,25 @@ async def _watch(pool: AsyncConnectionPool, rpc: RpcClient, chain: Chain) -> Wat
         await settled.write(conn, chain, repay_reverted=repay_reverted, reasons=reasons)
 
     if stuck:
-        await settle_unmined(pool, rpc, chain, stuck, attempts, head, looked_at, result)
+        await settle_unmined(pool, rpc, chain, stuck, attempts, head, looked_at, result, asked=asked)
     return result
+
+
+async def read_canonical(rpc: RpcClient, canonical: dict[int, str | None], heights: set[int]) -> None:
+    """Adds to `canonical` the hash of the block the node now has at each of `heights`."""
+    wanted = sorted(heights - canonical.keys())
+    if wanted:
+        got = await rpc.batch([("eth_getBlockByNumber", [hex(n), False]) for n in wanted])
+        canonical |= {n: (b or {}).get("hash") for n, b in zip(wanted, got, strict=True)}
+
+
+def stored_receipt(attempt: dict[str, Any]) -> dict[str, Any]:
+    """What the watcher stored of a mined attempt's receipt, in the node's own spelling."""
+    return {
+        "blockNumber": hex(attempt["block_number"]),
+        "blockHash": attempt["block_hash"],
+        "status": hex(attempt["receipt_status"]),
+    }
 
 
 # (payout row, its mined attempt, the attempt's receipt, the head or the depth)
@@ -329,8 +368,11 @@ async def settle_unmined(
     head: int,
     looked_at: datetime,
     result: WatchResult,
+    *,
+    asked: set[uuid.UUID],
 ) -> None:
-    """`looked_at`: when the receipts that `stuck` lacked were asked for."""
+    """`looked_at`: when the receipts that `stuck` lacked were asked for; `asked`: the
+    transactions whose receipts were (the others were not mined as far as the node knew)."""
     senders = sorted({p["sender"] for p in stuck})
     # The nonce each sender has used at the confirmation depth: a transaction of ours below it
     # that none of our receipts shows was displaced by another one.
@@ -341,6 +383,8 @@ async def settle_unmined(
     for p in stuck:
         mine = attempts.get(p["id"], [])
         if p["nonce"] is not None and p["nonce"] < used_at_depth[p["sender"]]:
+            if p["id"] not in asked:
+                continue  # the nonce counts disagree (another node answered): no proof either way
             # Money rule 2 wants proof: the nonce used at depth, none of our attempts mined, seen
             # at two different heads (one answer of one lagging node is not proof).
             first_seen = p["nonce_used_elsewhere_at"]

@@ -322,7 +322,7 @@ ORDER BY sender, nonce;
 -- name: attempts_of_payouts
 -- Every attempt of some transactions, oldest first.
 SELECT id, payout_id, tx_hash, kind, raw_tx, gas_limit, max_fee_per_gas, max_priority_fee_per_gas,
-       gas_price, broadcast_at, created_at
+       gas_price, broadcast_at, created_at, block_number, block_hash, receipt_status
 FROM tx_attempts WHERE payout_id = ANY(%(ids)s::uuid[]) ORDER BY id;
 
 -- name: mark_payouts_included
