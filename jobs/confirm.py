@@ -104,9 +104,9 @@ async def _watch(pool: AsyncConnectionPool, rpc: RpcClient, chain: Chain) -> Wat
                 continue  # the node does not show that height right now: looked at again later
             asked.add(p["id"])
             if standing == p["block_hash"]:
-                for a in attempts.get(p["id"], []):
-                    if a["id"] == p["mined_attempt_id"] and a["receipt_status"] is not None:
-                        receipts[a["id"]] = stored_receipt(a)
+                for attempt in attempts.get(p["id"], []):
+                    if attempt["id"] == p["mined_attempt_id"] and attempt["receipt_status"] is not None:
+                        receipts[attempt["id"]] = stored_receipt(attempt)
         elif p["nonce"] is not None and p["nonce"] < mined_count[p["sender"]]:
             asked.add(p["id"])
     wanted = [
