@@ -15,6 +15,7 @@ may be the one mined):
 from __future__ import annotations
 
 import logging
+import math
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -372,16 +373,28 @@ async def settle_unmined(
     asked: set[uuid.UUID],
 ) -> None:
     """`looked_at`: when the receipts that `stuck` lacked were asked for; `asked`: the
-    transactions whose receipts were (the others were not mined as far as the node knew)."""
+    transactions whose receipts were (the others were not mined as far as the node knew).
+
+    A transaction waits its turn behind the sender's earlier nonces: while the sender's lane
+    moves (its mined count grew in the last `stuck_after_seconds` worth of blocks) nothing in it
+    is stuck, however long ago it was sent. A large backlog keeps every lane thousands of
+    transactions deep, and bumping the back of a moving queue only signs and sends for nothing.
+    """
     senders = sorted({p["sender"] for p in stuck})
     # The nonce each sender has used at the confirmation depth: a transaction of ours below it
     # that none of our receipts shows was displaced by another one.
     depth_block = max(head - chain.confirmations + 1, 0)
-    counts = await rpc.batch([("eth_getTransactionCount", [s, hex(depth_block)]) for s in senders])
-    used_at_depth = {s: int(c, 16) for s, c in zip(senders, counts, strict=True)}
-    fees: Fees | None = None
+    lookback = max(math.ceil(chain.stuck_after_seconds / chain.block_time_seconds), 1)
+    heights = (depth_block, max(head - lookback, 0), head)
+    counts = iter(await rpc.batch([("eth_getTransactionCount", [s, hex(h)]) for h in heights for s in senders]))
+    used_at_depth, used_before, used_now = ({s: int(next(counts), 16) for s in senders} for _ in heights)
+    moving = {s for s in senders if used_now[s] > used_before[s]}
+    resent = await mend_lanes(pool, rpc, stuck, attempts, used_now)
+    result.rebroadcast += len(resent)
+    due: list[tuple[dict[str, Any], bool]] = []
     for p in stuck:
-        mine = attempts.get(p["id"], [])
+        if p["id"] in resent:
+            continue
         if p["nonce"] is not None and p["nonce"] < used_at_depth[p["sender"]]:
             if p["id"] not in asked:
                 continue  # the nonce counts disagree (another node answered): no proof either way
@@ -398,13 +411,22 @@ async def settle_unmined(
         if p["nonce_used_elsewhere_at"] is not None:
             async with pool.connection() as conn:
                 await conn.execute(query("clear_nonce_used_elsewhere"), {"id": p["id"]})
-        latest = mine[-1]
+        latest = attempts[p["id"]][-1]
         sent_at = latest["broadcast_at"] or latest["created_at"]
         cancel_wanted = p["cancel_requested_at"] is not None and latest["kind"] != "cancel"
-        if not cancel_wanted and (looked_at - sent_at).total_seconds() < chain.stuck_after_seconds:
-            continue
-        known = await rpc.batch([("eth_getTransactionByHash", [a["tx_hash"]]) for a in mine])
-        if not cancel_wanted and not any(known):
+        waited = (looked_at - sent_at).total_seconds() >= chain.stuck_after_seconds
+        if cancel_wanted or (waited and p["sender"] not in moving):
+            due.append((p, cancel_wanted))
+    if not due:
+        return
+    # Whether the node still holds any attempt of each, asked in one round trip for all.
+    asks = [(p["id"], a["tx_hash"]) for p, _ in due for a in attempts[p["id"]]]
+    answers = await rpc.batch([("eth_getTransactionByHash", [tx_hash]) for _, tx_hash in asks])
+    held = {payout_id for (payout_id, _), answer in zip(asks, answers, strict=True) if answer}
+    fees: Fees | None = None
+    for p, cancel_wanted in due:
+        latest = attempts[p["id"]][-1]
+        if not cancel_wanted and p["id"] not in held:
             # Dropped from the mempool: the stored bytes are still valid; send them again,
             # unless the node refuses their fees (then they are replaced below).
             refused = await send_again(pool, rpc, latest)
@@ -415,6 +437,67 @@ async def settle_unmined(
         # Once a cancel was asked for, every replacement is the cancel (same nonce, 0 value).
         if await replace(pool, rpc, chain, p, latest, fees, cancel=p["cancel_requested_at"] is not None):
             result.replaced += 1
+
+
+async def mend_lanes(
+    pool: AsyncConnectionPool,
+    rpc: RpcClient,
+    unmined: list[dict[str, Any]],
+    attempts: dict[uuid.UUID, list[dict[str, Any]]],
+    used_now: dict[str, int],
+) -> set[uuid.UUID]:
+    """Send again, at once, every unmined transaction of a sender whose next one in line (its
+    nonce is the sender's mined count) the node no longer holds; returns those sent.
+
+    Every later transaction of the sender waits behind that gap, and a node may have dropped them
+    too: anvil evicts a sender's later transactions when its first one does not fit in the block
+    it builds. Waiting for the stuck timer would leave the lane idle that long. The stored bytes
+    are sent (money rule 3); the ones the node still holds answer "already known".
+    """
+    firsts = {
+        p["sender"]: p for p in unmined if p["nonce"] == used_now.get(p["sender"]) and p["cancel_requested_at"] is None
+    }
+    if not firsts:
+        return set()
+    asks = [(sender, a["tx_hash"]) for sender, p in firsts.items() for a in attempts[p["id"]]]
+    answers = await rpc.batch([("eth_getTransactionByHash", [tx_hash]) for _, tx_hash in asks])
+    held = {sender for (sender, _), answer in zip(asks, answers, strict=True) if answer}
+    gapped = firsts.keys() - held
+    lanes = [
+        p
+        for p in sorted(unmined, key=lambda p: (p["sender"], p["nonce"]))
+        if p["sender"] in gapped and p["nonce"] >= used_now[p["sender"]] and p["cancel_requested_at"] is None
+    ]
+    if not lanes:
+        return set()
+    latest = [attempts[p["id"]][-1] for p in lanes]
+    try:
+        outcomes = await rpc.batch(
+            [("eth_sendRawTransaction", ["0x" + bytes(a["raw_tx"]).hex()]) for a in latest], return_errors=True
+        )
+    except RpcError as exc:
+        log.warning("sending lost transactions again failed (%s); the stuck timer takes them up", exc.kind.name)
+        return set()
+    # Taken by the node, or already there or mined (rule 7: settled from receipts). A refusal on
+    # fees or funds is left to the stuck timer, which replaces the transaction.
+    sent = [
+        (p, a)
+        for p, a, outcome in zip(lanes, latest, outcomes, strict=True)
+        if not isinstance(outcome, RpcError) or outcome.kind in LANE_SENT_ANYWAY
+    ]
+    if sent:
+        async with pool.connection() as conn:
+            await conn.execute(query("mark_attempts_broadcast"), {"ids": [a["id"] for _, a in sent]})
+    log.info(
+        "the node had lost the next transaction of %d senders: %d of their %d unmined sent again",
+        len(gapped),
+        len(sent),
+        len(lanes),
+    )
+    return {p["id"] for p, _ in sent}
+
+
+LANE_SENT_ANYWAY = (RpcErrorKind.ALREADY_KNOWN, RpcErrorKind.NONCE_TOO_LOW, RpcErrorKind.REPLACEMENT_UNDERPRICED)
 
 
 async def send_again(pool: AsyncConnectionPool, rpc: RpcClient, attempt: dict[str, Any]) -> RpcErrorKind | None:

@@ -296,6 +296,10 @@ LIMIT %(limit)s;
 -- When an attempt was last handed to a node (the stuck clock starts here).
 UPDATE tx_attempts SET broadcast_at = now() WHERE id = %(id)s;
 
+-- name: mark_attempts_broadcast
+-- The same for attempts sent again together.
+UPDATE tx_attempts SET broadcast_at = now() WHERE id = ANY(%(ids)s::bigint[]);
+
 -- name: mark_payouts_broadcasted
 -- The transactions a node accepted (or already had) in one broadcast, and when their attempts were
 -- handed to it, in one statement.

@@ -150,14 +150,48 @@ def test_transactions_dropped_from_the_mempool_are_sent_again(
     ids = submit(api, client_key, orders)
     wait_statuses(db, ids, {"BROADCASTED"})
     hashes = tx_hashes(db, ids)
+    workers.stop()  # the watcher sends a lost transaction again at once: not while they are checked
     for h in hashes:
         chain.rpc("anvil_dropTransaction", [h])
     assert all(chain.rpc("eth_getTransactionByHash", [h]) is None for h in hashes)
+    workers.start(1)
     resume_mining(chain)
     final = wait_terminal(db, ids, timeout=90)
     assert {r["status"] for r in final.values()} == {"CONFIRMED"}
     # The same signed bytes were sent again: the mined hash is the original one.
     assert {r["tx_hash"] for r in final.values()} == set(hashes)
+    assert_paid_exactly_once(db, chain, orders, ids, final)
+
+
+def test_a_lane_whose_next_transaction_the_node_lost_is_sent_again_at_once(
+    api: Api,
+    db: psycopg.Connection,
+    chain: Chain,
+    hot_wallets: list[str],
+    workers: Workers,
+    client_key: str,
+    tmp_path: Path,
+) -> None:
+    # anvil drops a sender's later transactions when its first one does not fit in a block; the
+    # stuck timer (ten minutes here) must not be what brings them back.
+    workers.env["PAYOUTS_CHAINS_FILE"] = str(chains_file(tmp_path, stuck_after_seconds=600))
+    pause_mining(chain)
+    workers.start(1)
+    orders = mixed_orders(12, seed=12)
+    ids = submit(api, client_key, orders)
+    wait_statuses(db, ids, {"BROADCASTED"})
+    hashes = tx_hashes(db, ids)
+    workers.stop()
+    for h in hashes:
+        chain.rpc("anvil_dropTransaction", [h])
+    assert all(chain.rpc("eth_getTransactionByHash", [h]) is None for h in hashes)
+    workers.start(1)
+    resume_mining(chain)
+    final = wait_terminal(db, ids, timeout=60)
+    assert {r["status"] for r in final.values()} == {"CONFIRMED"}
+    assert {r["tx_hash"] for r in final.values()} == set(hashes)
+    bumps = db.execute("SELECT count(*) AS n FROM tx_attempts GROUP BY payout_id HAVING count(*) > 1").fetchall()
+    assert bumps == []
     assert_paid_exactly_once(db, chain, orders, ids, final)
 
 
