@@ -18,7 +18,7 @@ from db.queries import query
 from db.states import WithdrawalStatus
 from db.withdrawals import transition_of_payouts
 from jobs import context
-from jobs.queue import PRIORITY, queue
+from jobs.queue import PRIORITY, alone, lock_of, queue
 from jobs.retry import backoff
 from jobs.rpc import RpcClient, RpcError, RpcErrorKind, RpcUnavailable, is_maybe_mined
 
@@ -33,15 +33,21 @@ def accepted(outcome: Any) -> bool:
     )
 
 
-async def broadcast_sender(pool: AsyncConnectionPool, rpc: RpcClient, chain: Chain, sender: str) -> int:
-    """Broadcast this sender's SIGNED transactions; returns how many a node accepted.
-
-    One broadcaster per sender at a time (an advisory lock held on its own connection for the
-    whole step, released by Postgres if the worker dies): two would race on the same rows.
+async def broadcast_sender(pool: AsyncConnectionPool, rpc: RpcClient, chain: Chain, sender: str) -> int | None:
+    """Broadcast this sender's SIGNED transactions until none is left; returns how many a node
+    accepted, or None when another job broadcasts for this sender (two would race on the same rows;
+    that one looks for this work when it is done).
     """
-    async with pool.connection() as lock_conn, lock_conn.transaction():
-        await lock_conn.execute(query("lock_broadcast"), {"chain": chain.name, "sender": sender})
-        return await _broadcast(pool, rpc, chain, sender)
+
+    async def waiting() -> bool:
+        async with pool.connection() as conn:
+            cur = await conn.execute(query("signed_exists"), {"chain": chain.name, "sender": sender})
+            row = await cur.fetchone()
+        return bool(row and row["found"])  # type: ignore[call-overload]
+
+    return await alone(
+        pool, lock_of("broadcast", chain.name, sender), lambda: _broadcast(pool, rpc, chain, sender), waiting
+    )
 
 
 async def _broadcast(pool: AsyncConnectionPool, rpc: RpcClient, chain: Chain, sender: str) -> int:
@@ -118,4 +124,5 @@ async def _broadcast(pool: AsyncConnectionPool, rpc: RpcClient, chain: Chain, se
 
 @queue.task(name="broadcast", queue="broadcast", priority=PRIORITY["broadcast"], retry=backoff(12))
 async def broadcast_task(chain: str, sender: str) -> int:
-    return await broadcast_sender(context.pool(), context.rpc(chain), context.chain(chain), sender)
+    done = await broadcast_sender(context.pool(), context.rpc(chain), context.chain(chain), sender)
+    return done or 0

@@ -51,6 +51,7 @@ class PlanResult:
     assigned: int = 0
     waiting: int = 0
     senders: set[str] = field(default_factory=set)
+    full: bool = False  # the pass read as many withdrawals as it takes: more may be waiting
 
 
 def gas_reserve(asset: Asset, fees: Fees) -> int:
@@ -188,6 +189,7 @@ async def plan(pool: AsyncConnectionPool, rpc: RpcClient, chain: Chain, *, max_i
         pending: list[dict[str, Any]] = await cur.fetchall()  # type: ignore[assignment]
         if not pending:
             return result
+        result.full = len(pending) == PLAN_BATCH
         cur = await conn.execute(query("chain_hot_wallets"), {"chain": chain.name})
         wallets = [row["address"] for row in await cur.fetchall()]  # type: ignore[call-overload]
         if not wallets:

@@ -6,9 +6,15 @@ It is created without a database; the API and the worker open it on their own co
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 import procrastinate
+from procrastinate.exceptions import AlreadyEnqueued
+from psycopg import AsyncConnection
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from db.queries import query
 
 queue = procrastinate.App(
     connector=procrastinate.PsycopgConnector(),
@@ -24,6 +30,64 @@ queue = procrastinate.App(
 PRIORITY = {"tick": 30, "broadcast": 20, "sign": 15, "watch": 10, "validate": 10, "accounts": 10}
 
 
-async def enqueue(conn: Any, task: str, **kwargs: Any) -> None:
-    """Defer a job by task name inside the caller's transaction (the outbox)."""
-    await queue.configure_task(task, connection=conn, priority=PRIORITY[task]).defer_async(**kwargs)
+def lock_of(task: str, chain: str, sender: str | None = None) -> str:
+    """The queueing lock of a step's jobs: at most one waits per step, chain (and sender)."""
+    return f"{task}:{chain}" if sender is None else f"{task}:{chain}:{sender}"
+
+
+async def enqueue(conn: AsyncConnection, task: str, *, chain: str, sender: str | None = None) -> None:
+    """Wake a step inside the caller's transaction (the outbox), unless a job for the same step and
+    key already waits: it will find this work too, since a step reads all of its key's work."""
+    args = {"chain": chain} if sender is None else {"chain": chain, "sender": sender}
+    await conn.execute(
+        query("enqueue_once"),
+        {"task": task, "priority": PRIORITY[task], "lock": lock_of(task, chain, sender), "args": Jsonb(args)},
+    )
+
+
+async def defer_once(task: str, *, chain: str, sender: str | None = None) -> bool:
+    """Defer a job on the app's own connection unless one for the same step and key already waits."""
+    kwargs = {"chain": chain} if sender is None else {"chain": chain, "sender": sender}
+    try:
+        # At most one waiting. Steps that must not run twice at once take a Postgres advisory
+        # lock themselves: it dies with a killed worker's connection, a procrastinate `lock` does not.
+        await queue.configure_task(
+            task, queueing_lock=lock_of(task, chain, sender), priority=PRIORITY[task]
+        ).defer_async(**kwargs)
+    except AlreadyEnqueued:
+        return False  # one is already waiting; it will see the same work
+    return True
+
+
+async def alone(
+    pool: AsyncConnectionPool,
+    key: str,
+    step: Callable[[], Awaitable[int]],
+    more: Callable[[], Awaitable[bool]],
+) -> int | None:
+    """Run `step` again and again while it does something, as the only job holding `key` (a
+    Postgres advisory lock on a connection of its own, gone with a dead worker's connection).
+
+    Returns the sum of what the runs did, or None at once when another job holds `key`: jobs
+    that waited for the lock instead held a worker slot and a connection each, and a backlog
+    queued enough of them to leave none for the other steps. A job turned away needs no second
+    try: its work was committed before it found `key` taken, so the holder, which asks `more`
+    (is there work for `key`?) after letting `key` go, finds it and runs again. A round that did
+    nothing ends it even if `more` says yes (work the step cannot do yet, e.g. a transaction that
+    waits for a token approval, would keep it spinning).
+    """
+    done: int | None = None
+    while True:
+        async with pool.connection() as lock_conn, lock_conn.transaction():
+            cur = await lock_conn.execute(query("try_lock_step"), {"key": key})
+            row = await cur.fetchone()
+            if not row or not row["locked"]:  # type: ignore[call-overload]
+                return done  # another holder took over: it asks `more` itself when it is done
+            first = done is None
+            done = done or 0
+            did_round = 0
+            while did := await step():
+                did_round += did
+            done += did_round
+        if (not did_round and not first) or not await more():
+            return done

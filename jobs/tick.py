@@ -11,28 +11,18 @@ from __future__ import annotations
 
 import logging
 
-from procrastinate.exceptions import AlreadyEnqueued, ConnectorException
+from procrastinate.exceptions import ConnectorException
 from procrastinate.jobs import Status
 
 from db.queries import query
 from jobs import context
-from jobs.queue import PRIORITY, queue
+from jobs.queue import PRIORITY, defer_once, queue
 
 log = logging.getLogger("payouts.jobs.tick")
 
 STALE = "5 seconds"
 STALLED_SECONDS = 30
 STALLED_CHECK_EVERY = 15  # seconds
-
-
-async def defer_once(task: str, lock: str, **kwargs: str) -> bool:
-    try:
-        # At most one waiting. Steps that must not run twice at once take a Postgres advisory
-        # lock themselves: it dies with a killed worker's connection, a procrastinate `lock` does not.
-        await queue.configure_task(task, queueing_lock=lock, priority=PRIORITY[task]).defer_async(**kwargs)
-    except AlreadyEnqueued:
-        return False  # one is already waiting; it will see the same work
-    return True
 
 
 async def retry_stalled_jobs() -> int:
@@ -63,15 +53,15 @@ async def tick(timestamp: int) -> None:
     if timestamp % STALLED_CHECK_EVERY == 0:
         await retry_stalled_jobs()
     for chain in context.registry().enabled:
-        await defer_once("watch", f"watch:{chain.name}", chain=chain.name)
+        await defer_once("watch", chain=chain.name)
         if timestamp % chain.account_check_seconds == 0:
-            await defer_once("accounts", f"accounts:{chain.name}", chain=chain.name)
+            await defer_once("accounts", chain=chain.name)
         async with context.pool().connection() as conn:
             cur = await conn.execute(query("chain_work"), {"chain": chain.name, "stale": STALE})
             work = await cur.fetchall()
         for row in work:
             task, sender = row["task"], row["sender"]  # type: ignore[call-overload]
             if sender is None:
-                await defer_once(task, f"{task}:{chain.name}", chain=chain.name)
+                await defer_once(task, chain=chain.name)
             else:
-                await defer_once(task, f"{task}:{chain.name}:{sender}", chain=chain.name, sender=sender)
+                await defer_once(task, chain=chain.name, sender=sender)

@@ -16,12 +16,13 @@ WHERE k.key_hash = %(key_hash)s AND k.revoked_at IS NULL AND c.disabled_at IS NU
 -- comes back with the ordinal of its create. ON CONFLICT waits for a concurrent insert with the
 -- same key to commit, so duplicates that race each other end with exactly one row.
 -- The job is procrastinate's `validate` for each chain, unless one is already waiting to run (its
--- queueing lock `validate:<chain>`, the one the tick uses): a waiting job takes every PENDING
--- withdrawal of its chain when it runs, so one job per withdrawal would only load the queue. A
--- waiting job that a worker takes before this statement commits may miss these withdrawals; the
--- next create queues a new job, and the tick queues one every second while any is PENDING.
--- Procrastinate's triggers on its table notify the workers as for any defer. The priority is
--- jobs/queue.py PRIORITY["validate"] (a test keeps the two equal).
+-- queueing lock `validate:<chain>`, the one the tick uses) or running: a job takes every PENDING
+-- withdrawal of its chain, and a running one looks for new ones before it ends, so one job per
+-- withdrawal would only load the queue. A job that ends between its last look and this
+-- statement's commit misses these withdrawals; the next create queues a new job, and the tick
+-- queues one every second while any is PENDING. Procrastinate's triggers on its table notify the
+-- workers as for any defer. The priority is jobs/queue.py PRIORITY["validate"] (a test keeps the
+-- two equal).
 WITH input AS (
     SELECT * FROM unnest(%(ordinals)s::integer[], %(key_hashes)s::bytea[], %(idempotency_keys)s::text[],
                          %(request_hashes)s::bytea[], %(chains)s::text[], %(assets)s::text[],
@@ -43,6 +44,10 @@ WITH input AS (
     INSERT INTO procrastinate_jobs (queue_name, task_name, priority, queueing_lock, args)
     SELECT 'validate', 'validate', 10, 'validate:' || chain, jsonb_build_object('chain', chain)
     FROM (SELECT DISTINCT chain FROM created ORDER BY chain) AS chains
+    WHERE NOT EXISTS (
+        SELECT 1 FROM procrastinate_jobs j
+        WHERE j.queue_name = 'validate' AND j.queueing_lock = 'validate:' || chains.chain AND j.status = 'doing'
+    )
     ON CONFLICT (queueing_lock) WHERE status = 'todo' DO NOTHING
 )
 SELECT keyed.ordinal, created.*
@@ -97,6 +102,10 @@ ORDER BY created_at
 LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED;
 
+-- name: pending_exists
+-- Whether new withdrawals of a chain wait to be taken into the pipeline.
+SELECT EXISTS (SELECT 1 FROM withdrawals WHERE chain = %(chain)s AND status = 'PENDING') AS found;
+
 -- name: withdrawal_events
 -- The status history of a withdrawal, oldest first.
 SELECT from_status, to_status, note, created_at FROM withdrawal_events
@@ -140,9 +149,28 @@ SELECT pg_advisory_xact_lock(hashtextextended('plan:' || %(chain)s, 0));
 -- the same fee bump twice). Released by Postgres if the worker dies.
 SELECT pg_try_advisory_xact_lock(hashtextextended('watch:' || %(chain)s, 0)) AS locked;
 
--- name: lock_broadcast
--- One broadcaster per (chain, sender) at a time, for as long as the calling transaction lasts.
-SELECT pg_advisory_xact_lock(hashtextextended('broadcast:' || %(chain)s || ':' || %(sender)s, 0));
+-- name: enqueue_once
+-- A job for a step, in the caller's transaction, unless one with the same queueing lock waits.
+INSERT INTO procrastinate_jobs (queue_name, task_name, priority, queueing_lock, args)
+VALUES (%(task)s, %(task)s, %(priority)s, %(lock)s, %(args)s)
+ON CONFLICT (queueing_lock) WHERE status = 'todo' DO NOTHING;
+
+-- name: planned_exists
+-- Whether a sender has transactions waiting for a signature.
+SELECT EXISTS (
+    SELECT 1 FROM payouts WHERE chain = %(chain)s AND sender = %(sender)s AND status = 'PLANNED'
+) AS found;
+
+-- name: signed_exists
+-- Whether a sender has signed transactions waiting to be broadcast.
+SELECT EXISTS (
+    SELECT 1 FROM payouts WHERE chain = %(chain)s AND sender = %(sender)s AND status = 'SIGNED'
+) AS found;
+
+-- name: try_lock_step
+-- One job at a time runs a step for a key (e.g. 'broadcast:<chain>:<sender>'), for as long as the
+-- calling transaction lasts; false when another holds it. Released by Postgres if the worker dies.
+SELECT pg_try_advisory_xact_lock(hashtextextended(%(key)s, 0)) AS locked;
 
 -- name: lock_sender
 -- One signer per (chain, sender) at a time, together with the nonce row lock (money rule 3).

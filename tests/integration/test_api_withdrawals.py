@@ -159,6 +159,19 @@ def test_create_enqueues_the_validate_job_in_the_same_commit(acme: Caller, db: C
     assert row["tx"] == jobs[0]["tx"], "the row and its job were written by different transactions"
 
 
+def test_create_queues_no_validate_job_while_one_runs(acme: Caller, db: Conn) -> None:
+    acme.created()
+    # A worker takes the job: while it runs, it looks for new withdrawals itself before it ends.
+    db.execute("UPDATE procrastinate_jobs SET status = 'doing'")
+    acme.created()
+    acme.created()
+    assert count(db, "SELECT count(*) AS n FROM procrastinate_jobs") == 1
+    db.execute("UPDATE procrastinate_jobs SET status = 'succeeded'")
+    acme.created()
+    todo = db.execute("SELECT args FROM procrastinate_jobs WHERE status = 'todo'").fetchall()
+    assert todo == [{"args": {"chain": "localhost"}}]
+
+
 def test_native_coin_withdrawal(acme: Caller) -> None:
     body = acme.created(asset="ETH", amount="0.000001")
     assert (body["asset"], body["amount"], body["amount_base_units"]) == (

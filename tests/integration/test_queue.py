@@ -1,0 +1,129 @@
+"""Steps that run alone: one job holds a step's key, another returns at once and comes back later."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import psycopg
+
+from db.engine import open_pool
+from jobs.queue import PRIORITY, alone, enqueue
+
+Conn = psycopg.Connection[dict[str, Any]]
+
+
+def test_a_step_runs_alone_while_it_finds_work(db: Conn, database_url: str) -> None:
+    async def run() -> dict[str, Any]:
+        pool = await open_pool(database_url, min_size=3, max_size=3)
+        try:
+            holding, release = asyncio.Event(), asyncio.Event()
+            runs: list[str] = []
+            work = [5, 2, 0]  # what each run of the holder finds
+
+            async def holder() -> int:
+                runs.append("holder")
+                if len(runs) == 1:
+                    holding.set()
+                    await release.wait()
+                return work.pop(0)
+
+            async def other() -> int:
+                runs.append("other")
+                return 0
+
+            async def no_more() -> bool:
+                return False
+
+            held = asyncio.create_task(alone(pool, "sign:localhost:0xabc", holder, no_more))
+            await holding.wait()
+            seen = {
+                "same key meanwhile": await alone(pool, "sign:localhost:0xabc", other, no_more),
+                "other key meanwhile": await alone(pool, "sign:localhost:0xdef", other, no_more),
+            }
+            release.set()
+            seen["holder"] = await held
+            seen["same key after"] = await alone(pool, "sign:localhost:0xabc", other, no_more)
+            seen["runs"] = runs
+            return seen
+        finally:
+            await pool.close()
+
+    assert asyncio.run(run()) == {
+        "same key meanwhile": None,  # at once, without waiting for the holder
+        "other key meanwhile": 0,  # another key is not held up (its step found nothing)
+        "holder": 7,  # ran until a run found nothing: 5 + 2 + 0
+        "same key after": 0,  # free again
+        "runs": ["holder", "other", "holder", "holder", "other"],
+    }
+
+
+def test_a_step_is_woken_once_per_key_in_the_callers_transaction(db: Conn, database_url: str) -> None:
+    async def run() -> None:
+        pool = await open_pool(database_url, max_size=2)
+        try:
+            async with pool.connection() as conn, conn.transaction():
+                await enqueue(conn, "sign", chain="localhost", sender="0xabc")
+                await enqueue(conn, "sign", chain="localhost", sender="0xabc")  # one waits already
+                await enqueue(conn, "sign", chain="localhost", sender="0xdef")
+                await enqueue(conn, "validate", chain="localhost")
+            async with pool.connection() as conn:
+                with contextlib.suppress(RuntimeError):
+                    async with conn.transaction():
+                        await enqueue(conn, "broadcast", chain="localhost", sender="0xabc")
+                        raise RuntimeError("rolled back: no job")
+        finally:
+            await pool.close()
+
+    asyncio.run(run())
+    rows = db.execute(
+        "SELECT task_name, queue_name, args, queueing_lock, priority FROM procrastinate_jobs"
+        " WHERE status = 'todo' ORDER BY id"
+    ).fetchall()
+    assert rows == [
+        {
+            "task_name": "sign",
+            "queue_name": "sign",
+            "args": {"chain": "localhost", "sender": "0xabc"},
+            "queueing_lock": "sign:localhost:0xabc",
+            "priority": PRIORITY["sign"],
+        },
+        {
+            "task_name": "sign",
+            "queue_name": "sign",
+            "args": {"chain": "localhost", "sender": "0xdef"},
+            "queueing_lock": "sign:localhost:0xdef",
+            "priority": PRIORITY["sign"],
+        },
+        {
+            "task_name": "validate",
+            "queue_name": "validate",
+            "args": {"chain": "localhost"},
+            "queueing_lock": "validate:localhost",
+            "priority": PRIORITY["validate"],
+        },
+    ]
+
+
+def test_the_holder_looks_for_work_after_letting_the_key_go(db: Conn, database_url: str) -> None:
+    async def run(found: list[int], answers: list[bool]) -> tuple[int | None, list[int], list[bool]]:
+        pool = await open_pool(database_url, max_size=2)
+        try:
+            runs: list[int] = []
+
+            async def step() -> int:
+                runs.append(found.pop(0) if found else 0)
+                return runs[-1]
+
+            async def more() -> bool:
+                return answers.pop(0)
+
+            return await alone(pool, "validate:localhost", step, more), runs, answers
+        finally:
+            await pool.close()
+
+    # Work came in while it held the key (a job turned away): a second round does it.
+    assert asyncio.run(run([0, 3], [True, False])) == (3, [0, 3, 0], [])
+    # Work it cannot do (the step finds nothing to do with it): two rounds, then it stops.
+    assert asyncio.run(run([], [True, True, True])) == (0, [0, 0], [True, True])
