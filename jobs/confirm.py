@@ -385,8 +385,9 @@ async def settle_unmined(
     # that none of our receipts shows was displaced by another one.
     depth_block = max(head - chain.confirmations + 1, 0)
     lookback = max(math.ceil(chain.stuck_after_seconds / chain.block_time_seconds), 1)
-    heights = (depth_block, max(head - lookback, 0), head)
-    counts = iter(await rpc.batch([("eth_getTransactionCount", [s, hex(h)]) for h in heights for s in senders]))
+    # The count now at "latest": a node behind the one that gave `head` may not have that block.
+    heights = (hex(depth_block), hex(max(head - lookback, 0)), "latest")
+    counts = iter(await rpc.batch([("eth_getTransactionCount", [s, h]) for h in heights for s in senders]))
     used_at_depth, used_before, used_now = ({s: int(next(counts), 16) for s in senders} for _ in heights)
     moving = {s for s in senders if used_now[s] > used_before[s]}
     resent = await mend_lanes(pool, rpc, stuck, attempts, used_now)
@@ -452,7 +453,7 @@ async def mend_lanes(
     Every later transaction of the sender waits behind that gap, and a node may have dropped them
     too: anvil evicts a sender's later transactions when its first one does not fit in the block
     it builds. Waiting for the stuck timer would leave the lane idle that long. The stored bytes
-    are sent (money rule 3); the ones the node still holds answer "already known".
+    are sent (money rule 3); those a node answers "already known" stay on the stuck timer.
     """
     firsts = {
         p["sender"]: p for p in unmined if p["nonce"] == used_now.get(p["sender"]) and p["cancel_requested_at"] is None
@@ -478,12 +479,13 @@ async def mend_lanes(
     except RpcError as exc:
         log.warning("sending lost transactions again failed (%s); the stuck timer takes them up", exc.kind.name)
         return set()
-    # Taken by the node, or already there or mined (rule 7: settled from receipts). A refusal on
-    # fees or funds is left to the stuck timer, which replaces the transaction.
+    # Taken by the node, or its nonce already mined (rule 7: settled from receipts). Any other
+    # answer is left to the stuck timer: "already known" from one node of several does not say
+    # the one asked above holds it, and a stuck transaction must still be replaced in time.
     sent = [
         (p, a)
         for p, a, outcome in zip(lanes, latest, outcomes, strict=True)
-        if not isinstance(outcome, RpcError) or outcome.kind in LANE_SENT_ANYWAY
+        if not isinstance(outcome, RpcError) or outcome.kind is RpcErrorKind.NONCE_TOO_LOW
     ]
     if sent:
         async with pool.connection() as conn:
@@ -495,9 +497,6 @@ async def mend_lanes(
         len(lanes),
     )
     return {p["id"] for p, _ in sent}
-
-
-LANE_SENT_ANYWAY = (RpcErrorKind.ALREADY_KNOWN, RpcErrorKind.NONCE_TOO_LOW, RpcErrorKind.REPLACEMENT_UNDERPRICED)
 
 
 async def send_again(pool: AsyncConnectionPool, rpc: RpcClient, attempt: dict[str, Any]) -> RpcErrorKind | None:
