@@ -6,6 +6,7 @@ It is created without a database; the API and the worker open it on their own co
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 
 import procrastinate
@@ -59,11 +60,30 @@ async def defer_once(task: str, *, chain: str, sender: str | None = None) -> boo
     return True
 
 
+def queue_again(
+    pool: AsyncConnectionPool, task: str, chain: str, sender: str | None = None
+) -> Callable[[], Awaitable[None]]:
+    """`alone`'s `again` for a step: a job for the same key, in a transaction of its own."""
+
+    async def again() -> None:
+        async with pool.connection() as conn, conn.transaction():
+            await enqueue(conn, task, chain=chain, sender=sender)
+
+    return again
+
+
+# The longest a job runs its step in one go (seconds) before it gives its worker slot back and
+# queues a fresh job for the rest: with steady work for many keys, jobs that never ended would
+# take every slot (the watcher's among them, whose inclusions free the wallets' in-flight caps).
+RUN_SECONDS = 5.0
+
+
 async def alone(
     pool: AsyncConnectionPool,
     key: str,
     step: Callable[[], Awaitable[int]],
     more: Callable[[], Awaitable[bool]],
+    again: Callable[[], Awaitable[None]],
 ) -> int | None:
     """Run `step` again and again while it does something, as the only job holding `key` (a
     Postgres advisory lock on a connection of its own, gone with a dead worker's connection).
@@ -71,12 +91,14 @@ async def alone(
     Returns the sum of what the runs did, or None at once when another job holds `key`: jobs
     that waited for the lock instead held a worker slot and a connection each, and a backlog
     queued enough of them to leave none for the other steps. A job turned away needs no second
-    try: its work was committed before it found `key` taken, so the holder, which asks `more`
+    try: its work was committed before it found `key` taken, and the holder, which asks `more`
     (is there work for `key`?) after letting `key` go, finds it and runs again. A round that did
     nothing ends it even if `more` says yes (work the step cannot do yet, e.g. a transaction that
-    waits for a token approval, would keep it spinning).
+    waits for a token approval, would keep it spinning). After RUN_SECONDS with work left, it
+    calls `again` (queue a job for `key`) and ends.
     """
     done: int | None = None
+    deadline = time.monotonic() + RUN_SECONDS
     while True:
         async with pool.connection() as lock_conn, lock_conn.transaction():
             cur = await lock_conn.execute(query("try_lock_step"), {"key": key})
@@ -86,8 +108,12 @@ async def alone(
             first = done is None
             done = done or 0
             did_round = 0
-            while did := await step():
+            while time.monotonic() < deadline and (did := await step()):
                 did_round += did
             done += did_round
+        if time.monotonic() >= deadline:
+            if await more():
+                await again()
+            return done
         if (not did_round and not first) or not await more():
             return done

@@ -150,10 +150,13 @@ SELECT pg_advisory_xact_lock(hashtextextended('plan:' || %(chain)s, 0));
 SELECT pg_try_advisory_xact_lock(hashtextextended('watch:' || %(chain)s, 0)) AS locked;
 
 -- name: enqueue_once
--- A job for a step, in the caller's transaction, unless one with the same queueing lock waits.
+-- A job for a step, in the caller's transaction, unless one with the same queueing lock waits;
+-- one that waits for a retry after a failure is moved to now (new work should not wait out the
+-- backoff of an earlier error).
 INSERT INTO procrastinate_jobs (queue_name, task_name, priority, queueing_lock, args)
 VALUES (%(task)s, %(task)s, %(priority)s, %(lock)s, %(args)s)
-ON CONFLICT (queueing_lock) WHERE status = 'todo' DO NOTHING;
+ON CONFLICT (queueing_lock) WHERE status = 'todo'
+DO UPDATE SET scheduled_at = NULL WHERE procrastinate_jobs.scheduled_at > now();
 
 -- name: planned_exists
 -- Whether a sender has transactions waiting for a signature.

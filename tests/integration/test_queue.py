@@ -7,9 +7,11 @@ import contextlib
 from typing import Any
 
 import psycopg
+import pytest
 
+import jobs.queue
 from db.engine import open_pool
-from jobs.queue import PRIORITY, alone, enqueue
+from jobs.queue import PRIORITY, alone, enqueue, queue_again
 
 Conn = psycopg.Connection[dict[str, Any]]
 
@@ -36,15 +38,18 @@ def test_a_step_runs_alone_while_it_finds_work(db: Conn, database_url: str) -> N
             async def no_more() -> bool:
                 return False
 
-            held = asyncio.create_task(alone(pool, "sign:localhost:0xabc", holder, no_more))
+            async def never() -> None:
+                raise AssertionError("no job is queued again: the holder finished in time")
+
+            held = asyncio.create_task(alone(pool, "sign:localhost:0xabc", holder, no_more, never))
             await holding.wait()
             seen = {
-                "same key meanwhile": await alone(pool, "sign:localhost:0xabc", other, no_more),
-                "other key meanwhile": await alone(pool, "sign:localhost:0xdef", other, no_more),
+                "same key meanwhile": await alone(pool, "sign:localhost:0xabc", other, no_more, never),
+                "other key meanwhile": await alone(pool, "sign:localhost:0xdef", other, no_more, never),
             }
             release.set()
             seen["holder"] = await held
-            seen["same key after"] = await alone(pool, "sign:localhost:0xabc", other, no_more)
+            seen["same key after"] = await alone(pool, "sign:localhost:0xabc", other, no_more, never)
             seen["runs"] = runs
             return seen
         finally:
@@ -119,7 +124,10 @@ def test_the_holder_looks_for_work_after_letting_the_key_go(db: Conn, database_u
             async def more() -> bool:
                 return answers.pop(0)
 
-            return await alone(pool, "validate:localhost", step, more), runs, answers
+            async def never() -> None:
+                raise AssertionError("no job is queued again: the holder finished in time")
+
+            return await alone(pool, "validate:localhost", step, more, never), runs, answers
         finally:
             await pool.close()
 
@@ -127,3 +135,57 @@ def test_the_holder_looks_for_work_after_letting_the_key_go(db: Conn, database_u
     assert asyncio.run(run([0, 3], [True, False])) == (3, [0, 3, 0], [])
     # Work it cannot do (the step finds nothing to do with it): two rounds, then it stops.
     assert asyncio.run(run([], [True, True, True])) == (0, [0, 0], [True, True])
+
+
+def test_a_holder_with_work_left_after_its_time_queues_a_job_and_ends(
+    db: Conn, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(jobs.queue, "RUN_SECONDS", 0.2)
+
+    async def run() -> int | None:
+        pool = await open_pool(database_url, max_size=2)
+        try:
+
+            async def step() -> int:  # work that never runs out
+                await asyncio.sleep(0.01)
+                return 1
+
+            async def more() -> bool:
+                return True
+
+            again = queue_again(pool, "sign", "localhost", "0xabc")
+            return await alone(pool, "sign:localhost:0xabc", step, more, again)
+        finally:
+            await pool.close()
+
+    done = asyncio.run(run())
+    assert done is not None and 5 <= done <= 40  # it gave the slot back after about 0.2 s
+    rows = db.execute("SELECT task_name, args, queueing_lock FROM procrastinate_jobs WHERE status = 'todo'").fetchall()
+    assert rows == [
+        {
+            "task_name": "sign",
+            "args": {"chain": "localhost", "sender": "0xabc"},
+            "queueing_lock": "sign:localhost:0xabc",
+        }
+    ]
+
+
+def test_new_work_does_not_wait_out_a_failed_jobs_backoff(db: Conn, database_url: str) -> None:
+    # A broadcast job that failed waits for its retry, in 30 s: a new signed batch moves it to now.
+    db.execute(
+        "INSERT INTO procrastinate_jobs (queue_name, task_name, priority, queueing_lock, args, attempts, scheduled_at)"
+        " VALUES ('broadcast', 'broadcast', 20, 'broadcast:localhost:0xabc',"
+        ' \'{"chain": "localhost", "sender": "0xabc"}\', 1, now() + interval \'30 seconds\')'
+    )
+
+    async def run() -> None:
+        pool = await open_pool(database_url, max_size=2)
+        try:
+            async with pool.connection() as conn, conn.transaction():
+                await enqueue(conn, "broadcast", chain="localhost", sender="0xabc")
+        finally:
+            await pool.close()
+
+    asyncio.run(run())
+    rows = db.execute("SELECT attempts, scheduled_at FROM procrastinate_jobs").fetchall()
+    assert rows == [{"attempts": 1, "scheduled_at": None}]
