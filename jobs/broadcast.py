@@ -18,7 +18,7 @@ from db.queries import query
 from db.states import WithdrawalStatus
 from db.withdrawals import transition_of_payouts
 from jobs import context
-from jobs.queue import PRIORITY, alone, lock_of, queue, queue_again
+from jobs.queue import PRIORITY, alone, finds, lock_of, queue, queue_again
 from jobs.retry import backoff
 from jobs.rpc import RpcClient, RpcError, RpcErrorKind, RpcUnavailable, is_maybe_mined
 
@@ -39,17 +39,11 @@ async def broadcast_sender(pool: AsyncConnectionPool, rpc: RpcClient, chain: Cha
     that one looks for this work when it is done).
     """
 
-    async def waiting() -> bool:
-        async with pool.connection() as conn:
-            cur = await conn.execute(query("signed_exists"), {"chain": chain.name, "sender": sender})
-            row = await cur.fetchone()
-        return bool(row and row["found"])  # type: ignore[call-overload]
-
     return await alone(
         pool,
         lock_of("broadcast", chain.name, sender),
         lambda: _broadcast(pool, rpc, chain, sender),
-        waiting,
+        finds(pool, "signed_exists", chain=chain.name, sender=sender),
         queue_again(pool, "broadcast", chain.name, sender),
     )
 

@@ -60,6 +60,18 @@ async def defer_once(task: str, *, chain: str, sender: str | None = None) -> boo
     return True
 
 
+def finds(pool: AsyncConnectionPool, name: str, **params: str) -> Callable[[], Awaitable[bool]]:
+    """`alone`'s `more` for a step: whether the query `name` (an EXISTS ... AS found) finds work."""
+
+    async def more() -> bool:
+        async with pool.connection() as conn:
+            cur = await conn.execute(query(name), params)
+            row = await cur.fetchone()
+        return bool(row and row["found"])  # type: ignore[call-overload]
+
+    return more
+
+
 def queue_again(
     pool: AsyncConnectionPool, task: str, chain: str, sender: str | None = None
 ) -> Callable[[], Awaitable[None]]:

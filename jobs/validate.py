@@ -23,7 +23,7 @@ from db.states import WithdrawalStatus
 from db.withdrawals import transition
 from jobs import context
 from jobs.plan import plan
-from jobs.queue import PRIORITY, alone, lock_of, queue, queue_again
+from jobs.queue import PRIORITY, alone, finds, lock_of, queue, queue_again
 from jobs.retry import backoff
 from jobs.rpc import RpcError
 
@@ -76,14 +76,9 @@ async def validate(chain: str) -> int:
         assigned += result.assigned
         return took + (result.assigned if result.full else 0)
 
-    async def arrived() -> bool:
-        async with pool.connection() as conn:
-            cur = await conn.execute(query("pending_exists"), {"chain": chain})
-            row = await cur.fetchone()
-        return bool(row and row["found"])  # type: ignore[call-overload]
-
     # One planning job per chain at a time (planners wait for each other's lock anyway). A job
     # turned away needs no second try: the holder looks for PENDING withdrawals after it is done.
     # (Withdrawals that wait for balance are nudged by the tick every second.)
-    await alone(pool, lock_of("validate", chain), step, arrived, queue_again(pool, "validate", chain))
+    more = finds(pool, "pending_exists", chain=chain)
+    await alone(pool, lock_of("validate", chain), step, more, queue_again(pool, "validate", chain))
     return assigned
