@@ -133,11 +133,13 @@ def main(argv: list[str] | None = None) -> int:
             api = run_wrk(base, "/v1/withdrawals", key, connections, args.duration, f"{run}-{connections}")
             bare = run_wrk(base, "/bare", key, connections, args.duration, f"{run}-{connections}")
             one = run_wrk(base, "/bare-one", key, connections, args.duration, f"{run}-{connections}")
-            rows.append((connections, api, bare, one))
+            floor = run_wrk(base, "/noop", key, connections, args.duration, f"{run}-{connections}")
+            rows.append((connections, api, bare, one, floor))
             print(
                 f"{connections} connections: api {api['rps']:.0f}/s p95 {api['p95']:.1f} ms, "
                 f"bare {bare['rps']:.0f}/s p95 {bare['p95']:.1f} ms, "
-                f"bare one-statement {one['rps']:.0f}/s p95 {one['p95']:.1f} ms",
+                f"bare one-statement {one['rps']:.0f}/s p95 {one['p95']:.1f} ms, "
+                f"no-op {floor['rps']:.0f}/s p95 {floor['p95']:.1f} ms",
                 flush=True,
             )
     finally:
@@ -149,20 +151,24 @@ def main(argv: list[str] | None = None) -> int:
         f"Ingest, {args.duration} s per cell, one uvicorn process (uvloop), wrk -t2 on the same 2-core machine.",
         "bare: INSERT + procrastinate defer in one transaction (4 round trips); bare one-statement: both in one",
         "CTE (1 round trip), as the API's create does for each batch of creates that arrive together "
-        "(group commit). Ratios are the API's throughput over each.",
+        "(group commit). no-op: parses the body and answers, no database: the floor of this server and "
+        "machine. Ratios are the API's throughput over each.",
         "",
         "| connections | POST /v1/withdrawals req/s | p50 / p95 / p99 ms "
         "| bare INSERT+defer req/s | p50 / p95 / p99 ms | ratio "
-        "| bare one-statement req/s | p50 / p95 / p99 ms | ratio | errors (api / bare / one) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| bare one-statement req/s | p50 / p95 / p99 ms | ratio "
+        "| no-op req/s | p50 / p95 / p99 ms | errors (api / bare / one / no-op) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for connections, api, bare, one in rows:
+    for connections, api, bare, one, floor in rows:
         lines.append(
             f"| {connections} | {api['rps']:,.0f} | {api['p50']:.1f} / {api['p95']:.1f} / {api['p99']:.1f} "
             f"| {bare['rps']:,.0f} | {bare['p50']:.1f} / {bare['p95']:.1f} / {bare['p99']:.1f} "
             f"| {api['rps'] / bare['rps']:.0%} "
             f"| {one['rps']:,.0f} | {one['p50']:.1f} / {one['p95']:.1f} / {one['p99']:.1f} "
-            f"| {api['rps'] / one['rps']:.0%} | {api['errors']} / {bare['errors']} / {one['errors']} |"
+            f"| {api['rps'] / one['rps']:.0%} "
+            f"| {floor['rps']:,.0f} | {floor['p50']:.1f} / {floor['p95']:.1f} / {floor['p99']:.1f} "
+            f"| {api['errors']} / {bare['errors']} / {one['errors']} / {floor['errors']} |"
         )
     text = "\n".join(lines) + "\n"
     print(text)

@@ -4,7 +4,9 @@
 (procrastinate's `defer_async`), in one transaction: the yardstick `POST /v1/withdrawals` is
 measured against. `POST /bare-one` does the same in a single statement (the INSERT and the job
 row in one CTE, as the API's create does), so the API's own overhead (auth, validation, the
-trigger-checked withdrawals table, the answer) can be read from it as well.
+trigger-checked withdrawals table, the answer) can be read from it as well. `POST /noop` parses
+the body and answers without touching the database: the most any endpoint of this server can do
+on this machine, the floor under every latency figure.
 """
 
 from __future__ import annotations
@@ -53,5 +55,14 @@ async def bare_one(request: Request) -> Response:
     return JSONResponse({"id": row["id"]}, status_code=201)  # type: ignore[index]
 
 
+async def noop(request: Request) -> Response:
+    body = json.loads(await request.body())
+    return JSONResponse({"chain": body["chain"]}, status_code=201)
+
+
 app = create_app()
-app.router.routes += [Route("/bare", bare, methods=["POST"]), Route("/bare-one", bare_one, methods=["POST"])]
+app.router.routes += [
+    Route("/bare", bare, methods=["POST"]),
+    Route("/bare-one", bare_one, methods=["POST"]),
+    Route("/noop", noop, methods=["POST"]),
+]
