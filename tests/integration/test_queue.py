@@ -11,7 +11,8 @@ import pytest
 
 import jobs.queue
 from db.engine import open_pool
-from jobs.queue import PRIORITY, alone, enqueue, queue_again
+from jobs.queue import PRIORITY, alone, enqueue, finds, queue_again
+from tests.conftest import make_client
 
 Conn = psycopg.Connection[dict[str, Any]]
 
@@ -189,3 +190,47 @@ def test_new_work_does_not_wait_out_a_failed_jobs_backoff(db: Conn, database_url
     asyncio.run(run())
     rows = db.execute("SELECT attempts, scheduled_at FROM procrastinate_jobs").fetchall()
     assert rows == [{"attempts": 1, "scheduled_at": None}]
+
+
+def test_the_look_for_more_work_queries_see_their_own_step_and_key_only(db: Conn, database_url: str) -> None:
+    client_id, _ = make_client(db, "acme")
+    withdrawal = db.execute(
+        "INSERT INTO withdrawals (client_id, idempotency_key, request_hash, chain, asset, to_address, amount)"
+        " VALUES (%s, 'k', '\\x00', 'localhost', 'USDT', %s, 1) RETURNING id",
+        (client_id, "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"),
+    ).fetchone()
+    assert withdrawal is not None
+    payout = db.execute(
+        "INSERT INTO payouts (chain, sender, kind, asset, to_address, status)"
+        " VALUES ('localhost', '0xabc', 'withdrawal', 'USDT', '0xdef', 'PLANNED') RETURNING id"
+    ).fetchone()
+    assert payout is not None
+
+    async def looks() -> dict[str, bool]:
+        pool = await open_pool(database_url, min_size=1, max_size=1)
+        try:
+            asks = {
+                "pending localhost": finds(pool, "pending_exists", chain="localhost"),
+                "pending other chain": finds(pool, "pending_exists", chain="polygon"),
+                "planned 0xabc": finds(pool, "planned_exists", chain="localhost", sender="0xabc"),
+                "planned other sender": finds(pool, "planned_exists", chain="localhost", sender="0x123"),
+                "planned other chain": finds(pool, "planned_exists", chain="polygon", sender="0xabc"),
+                "signed 0xabc": finds(pool, "signed_exists", chain="localhost", sender="0xabc"),
+            }
+            return {name: await ask() for name, ask in asks.items()}
+        finally:
+            await pool.close()
+
+    assert asyncio.run(looks()) == {
+        "pending localhost": True,
+        "pending other chain": False,
+        "planned 0xabc": True,
+        "planned other sender": False,
+        "planned other chain": False,
+        "signed 0xabc": False,
+    }
+    # Taken into the pipeline and signed: each step's own query no longer finds it, the next one does.
+    db.execute("UPDATE withdrawals SET status = 'VALIDATING' WHERE id = %s", (withdrawal["id"],))
+    db.execute("UPDATE payouts SET status = 'SIGNED', nonce = 0 WHERE id = %s", (payout["id"],))
+    after = asyncio.run(looks())
+    assert (after["pending localhost"], after["planned 0xabc"], after["signed 0xabc"]) == (False, False, True)
