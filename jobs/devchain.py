@@ -15,12 +15,10 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from functools import cache
 from pathlib import Path
 from typing import Any, TypedDict
 
 import httpx
-from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_typing import ChecksumAddress
 from hexbytes import HexBytes
@@ -30,8 +28,8 @@ from web3.types import Nonce, TxParams, Wei
 from web3.utils import get_create_address
 
 from jobs.contracts.build import load_artifact
+from jobs.keys import ANVIL_MNEMONIC, dev_account
 
-ANVIL_MNEMONIC = "test test test test test test test test test test test junk"
 MAIN_ACCOUNT_INDEX = 0
 HOT_WALLET_INDEXES = (1, 2, 3, 4)
 DEPLOYER_INDEX = 9
@@ -56,15 +54,6 @@ class ChainInfo(TypedDict):
     main_account: ChecksumAddress
     hot_wallets: list[ChecksumAddress]
     deployer: ChecksumAddress
-
-
-@cache
-def dev_account(index: int) -> LocalAccount:
-    """The anvil dev account at BIP-44 `index` of ANVIL_MNEMONIC."""
-    if index < 0:
-        raise ValueError(f"account index must be >= 0, got {index}")
-    Account.enable_unaudited_hdwallet_features()
-    return Account.from_mnemonic(ANVIL_MNEMONIC, account_path=f"m/44'/60'/0'/0/{index}")
 
 
 def repo_root() -> Path:

@@ -11,11 +11,26 @@ from __future__ import annotations
 import os
 import threading
 import uuid
+from functools import cache
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
 from app.settings import Settings, SettingsError
+
+# The well-known anvil/hardhat mnemonic, behind the dev-mnemonic scheme (jobs/devchain.py starts
+# anvil with it). Kept here, not in devchain: that module pulls in web3, and a worker signing with
+# dev keys would load it on its first signature, in the middle of a job.
+ANVIL_MNEMONIC = "test test test test test test test test test test test junk"
+
+
+@cache
+def dev_account(index: int) -> LocalAccount:
+    """The anvil dev account at BIP-44 `index` of ANVIL_MNEMONIC."""
+    if index < 0:
+        raise ValueError(f"account index must be >= 0, got {index}")
+    Account.enable_unaudited_hdwallet_features()
+    return Account.from_mnemonic(ANVIL_MNEMONIC, account_path=f"m/44'/60'/0'/0/{index}")
 
 
 class KeyUnavailable(Exception):
@@ -54,8 +69,6 @@ def load_signer(key_ref: str | None, *, address: str) -> LocalAccount:
     elif scheme == "dev-mnemonic":
         if os.environ.get("PAYOUTS_ENV", "development") == "production":
             raise KeyUnavailable("dev-mnemonic keys are refused in production")
-        from jobs.devchain import dev_account
-
         if not rest.isdigit():
             raise KeyUnavailable(f"bad key reference scheme for wallet {address}")
         account = dev_account(int(rest))
