@@ -235,10 +235,10 @@ async def plan(pool: AsyncConnectionPool, rpc: RpcClient, chain: Chain, *, max_i
             batch = batchable(asset, row["to_address"])
             size = batch_size(chain, asset, block_gas_limit)
 
-            def new_transaction(
-                b: WalletBudget, batch: bool = batch, symbol: str = asset.symbol, size: int = size
-            ) -> int:
-                # A withdrawal that joins an open batch adds no transaction to the wallet's lane.
+            def opens(b: WalletBudget, batch: bool = batch, symbol: str = asset.symbol, size: int = size) -> int:
+                """1 when the withdrawal would open a transaction of the wallet, 0 when it joins
+                one of its batches with room (a group that ends up too small for a batch is
+                counted exactly when it is written, below)."""
                 if not batch:
                     return 1
                 return 1 if len(groups[(b.address, symbol)]) % size == 0 else 0
@@ -246,7 +246,7 @@ async def plan(pool: AsyncConnectionPool, rpc: RpcClient, chain: Chain, *, max_i
             candidates = [
                 b
                 for b in budgets.values()
-                if b.in_flight + new_transaction(b) <= max_in_flight
+                if b.in_flight + opens(b) <= max_in_flight
                 and b.available[chain.native.symbol] >= native_need
                 and (asset.is_native or b.available[asset.symbol] >= token_need)
             ]
@@ -256,8 +256,8 @@ async def plan(pool: AsyncConnectionPool, rpc: RpcClient, chain: Chain, *, max_i
             # A batch with room first (one more transaction costs its base gas and its own sign,
             # broadcast and receipt work), then the fewest transactions in flight: wallets are
             # parallel nonce lanes.
-            wallet = min(candidates, key=lambda b: (new_transaction(b), b.in_flight, -b.available[asset.symbol]))
-            wallet.in_flight += new_transaction(wallet)
+            wallet = min(candidates, key=lambda b: (opens(b), b.in_flight, -b.available[asset.symbol]))
+            wallet.in_flight += opens(wallet)
             wallet.available[chain.native.symbol] -= native_need
             if not asset.is_native:
                 wallet.available[asset.symbol] -= token_need
@@ -274,13 +274,21 @@ async def plan(pool: AsyncConnectionPool, rpc: RpcClient, chain: Chain, *, max_i
             asset = chain.asset(symbol)
             assert asset is not None
             size = batch_size(chain, asset, block_gas_limit)
+            wallet = budgets[sender]
             for start in range(0, len(members), size):
                 chunk = members[start : start + size]
                 if len(chunk) >= MIN_BATCH["native" if asset.is_native else "token"]:
                     writer.add(sender, asset, chunk)
-                else:  # too few to pay the batch call's overhead back
-                    for member in chunk:
-                        writer.add(sender, asset, [member])
+                    continue
+                # Too few to pay the batch call's overhead back: single transfers. The pass counted
+                # the chunk as one transaction; each further transfer counts against the cap too,
+                # and those beyond it wait for the next pass.
+                room = max_in_flight - wallet.in_flight + 1
+                for member in chunk[:room]:
+                    writer.add(sender, asset, [member])
+                wallet.in_flight += min(len(chunk), room) - 1
+                for row, _ in chunk[room:]:
+                    waiting[f"waiting: wallet {sender} has {max_in_flight} transactions in flight"].append(row["id"])
         assigned = await writer.write(conn)
 
         if assigned:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import psycopg
@@ -12,7 +13,13 @@ from jobs import devchain
 from jobs.batchcontract import batch_contract_address
 from tests.conftest import Api, run_api
 from tests.engine.conftest import Chain, Workers, new_recipient, start_chain, submit, wait_terminal
-from tests.engine.test_faults import assert_paid_exactly_once, chains_file, mixed_orders
+from tests.engine.test_faults import (
+    assert_paid_exactly_once,
+    chains_file,
+    mixed_orders,
+    pause_mining,
+    resume_mining,
+)
 
 pytestmark = pytest.mark.chain
 
@@ -41,6 +48,44 @@ def test_a_bad_recipient_fails_alone_and_the_batch_pays_the_rest(
         assert chain.balance(address) == 10**15 + 10**17
     transactions = db.execute("SELECT count(*) AS n FROM payouts WHERE kind = 'withdrawal'").fetchone()["n"]
     assert transactions < len(others)
+
+
+def test_a_group_too_small_for_a_batch_counts_each_transfer_against_the_cap(
+    api: Api, db: psycopg.Connection, chain: Chain, workers: Workers, client_key: str, tmp_path: Path
+) -> None:
+    # Three ETH payments to accounts that exist could share a batch, but three are too few to pay
+    # its overhead back (MIN_BATCH 4): they go out as three transfers. One wallet with room for two
+    # transactions in flight takes two; the third waits until one of them is mined.
+    index = devchain.HOT_WALLET_INDEXES[0]
+    sender = devchain.dev_account(index).address
+    wallets.upsert_wallet(db, "localhost", sender, "hot", f"dev-mnemonic:{index}")
+    workers.env["PAYOUTS_CHAINS_FILE"] = str(chains_file(tmp_path, max_in_flight_per_wallet=2))
+    recipients = [new_recipient() for _ in range(3)]
+    for address in recipients:
+        chain.rpc("anvil_setBalance", [address, hex(10**15)])
+    orders = [("ETH", address, "0.1") for address in recipients]
+    ids = submit(api, client_key, orders)  # all waiting before the planner starts: one pass sees them
+    pause_mining(chain)
+    workers.start(1)
+    deadline = time.monotonic() + 60
+    while True:
+        rows = db.execute("SELECT status, status_note FROM withdrawals WHERE id = ANY(%s::uuid[])", (ids,)).fetchall()
+        statuses = sorted(r["status"] for r in rows)
+        if statuses == ["BROADCASTED", "BROADCASTED", "VALIDATING"]:
+            # "wallet 0x... has 2 transactions in flight" from the pass that held it back, then
+            # "every hot wallet has 2 ..." from the next ones.
+            (waiting,) = [r["status_note"] for r in rows if r["status"] == "VALIDATING"]
+            assert waiting.startswith("waiting: ") and waiting.endswith(" has 2 transactions in flight"), waiting
+            break
+        assert time.monotonic() < deadline, rows
+        time.sleep(0.3)
+    in_flight = db.execute("SELECT count(*) AS n FROM payouts WHERE sender = %s", (sender,)).fetchone()["n"]
+    assert in_flight == 2
+    resume_mining(chain)
+    final = wait_terminal(db, ids, timeout=90)
+    assert {r["status"] for r in final.values()} == {"CONFIRMED"}
+    for address in recipients:
+        assert chain.balance(address) == 10**15 + 10**17
 
 
 def chains_toml(chains: dict[str, tuple[int, Chain, str]]) -> str:
