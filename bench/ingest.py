@@ -1,10 +1,11 @@
-"""Ingest benchmark: POST /v1/withdrawals against bare INSERT + defer endpoints, side by side.
+"""Ingest benchmark: POST /v1/withdrawals against bare INSERT + defer endpoints and a no-op one.
 
     .venv/bin/python -m bench.ingest [--duration 10] [--out FILE]
 
 Creates a scratch database (`payouts_bench`, on TEST_DATABASE_URL's server), serves the API and
-the bare endpoints (bench/server.py) from one uvicorn process (uvloop, httptools, one worker), and drives them with
-wrk (Debian package `wrk`, a separate process; 2 threads) at 10, 100 and 1,000 connections.
+the yardstick endpoints (bench/server.py) from one uvicorn process (uvloop, httptools, one
+worker), and drives them with wrk (Debian package `wrk`, a separate process; 2 threads) at 10,
+100 and 1,000 connections.
 No job worker runs, so the measure is the API alone. All share the machine's 2 cores with wrk.
 """
 
