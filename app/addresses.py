@@ -18,7 +18,7 @@ class AddressError(ValueError):
         self.code = code
 
 
-def checksummed(body: str) -> str:
+def _checksummed(body: str) -> str:
     """The EIP-55 spelling of an address given as its 40 hex digits (any case).
 
     eth_utils' to_checksum_address does the same behind several layers of argument checks that
@@ -33,7 +33,7 @@ def parse_address(text: str) -> str:
     if not _HEX_ADDRESS.fullmatch(text):
         raise AddressError("address_invalid", "address must be 0x followed by 40 hex digits")
     body = text[2:]
-    result = checksummed(body)
+    result = _checksummed(body)
     mixed_case = body != body.lower() and body != body.upper()
     if mixed_case and text != result:
         raise AddressError(

@@ -217,10 +217,16 @@ def test_the_trigger_plans_each_statement_for_its_own_row_count(db: Conn) -> Non
     first = db.execute("SELECT id FROM withdrawals ORDER BY idempotency_key LIMIT 1").fetchone()
     assert first is not None
     db.execute("UPDATE withdrawals SET status = 'VALIDATING' WHERE id = %s", (first["id"],))
+    superuser = db.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()
+    if not (superuser and superuser["rolsuper"]):
+        pytest.skip("reading plans with auto_explain needs a superuser connection")
+    try:
+        db.execute("LOAD 'auto_explain'")
+    except psycopg.errors.UndefinedFile:
+        pytest.skip("this Postgres has no auto_explain module")
     plans: list[str] = []
     db.add_notice_handler(lambda notice: plans.append(notice.message_primary or ""))
     for setting in (
-        "LOAD 'auto_explain'",
         "SET auto_explain.log_min_duration = 0",
         "SET auto_explain.log_analyze = on",
         "SET auto_explain.log_nested_statements = on",
