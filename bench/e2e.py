@@ -5,10 +5,11 @@
 
 For each chain setting (2 s blocks with a 30M gas limit, where the chain is the limit, and 1 s
 blocks with 300M, where it is not) a scratch database (`payouts_bench_e2e`) and an anvil are
-made; the API runs as one uvicorn process and two job workers (`python -m jobs.worker`) run next
-to it. For each offered rate a load process (bench/load.py, open loop) submits `--count`
-withdrawals through POST /v1/withdrawals: half USDT, half ETH, half to fresh addresses and half to
-addresses that already hold ETH and USDT. The run ends when every withdrawal is terminal. Then a
+made, with a history of SEED withdrawals (bench/history.py); the API runs as one uvicorn process
+and two job workers (`python -m jobs.worker`) run next to it. For each offered rate a load
+process (bench/load.py, open loop) submits `--count` withdrawals through POST /v1/withdrawals:
+half USDT, half ETH, half to fresh addresses and half to addresses that already hold ETH and
+USDT. The run ends when every withdrawal is terminal. Then a
 backlog run: `--backlog` withdrawals submitted with the workers stopped (SIGSTOP), drained once
 they resume (SIGCONT), the case where the pipeline, not the request rate, sets the pace.
 
@@ -41,6 +42,7 @@ from typing import Any
 
 from eth_utils import to_checksum_address
 
+from bench.history import SEED, fill
 from bench.stack import (
     BenchChain,
     BlockMeter,
@@ -60,6 +62,7 @@ from bench.stack import (
     start_workers,
     terminate_on_sigterm,
 )
+from jobs.batchcontract import batch_contract_address
 from tests.conftest import REPO_ROOT
 
 CHAINS = {"2s-30M": (2.0, 30_000_000), "1s-300M": (1.0, 300_000_000)}
@@ -584,6 +587,8 @@ def main(argv: list[str] | None = None) -> int:
                     old.unlink()
                 procs = Processes(log_dir)
                 url = scratch_database(DATABASE)
+                # Tables of a running system, not a new database's first minute (bench/history.py).
+                fill(url, new_client(url, "history")[0], 0, SEED, batch_contract_address())
                 print(f"{name}: {block_time:g} s blocks, gas limit {gas_limit:,}", flush=True)
                 with running_stack(procs, url, DATABASE, block_time, gas_limit, settings, log_dir) as stack:
                     warm_up(stack, settings)

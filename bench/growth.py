@@ -32,6 +32,7 @@ import psycopg
 from psycopg import sql
 
 from bench import e2e
+from bench.history import BIG_TABLES, PER_PAYOUT, fill
 from bench.ingest import run_wrk
 from bench.stack import (
     BlockMeter,
@@ -54,101 +55,6 @@ from db.queries import query
 from tests.conftest import REPO_ROOT
 
 DATABASE = "payouts_bench_growth"
-BIG_TABLES = ("withdrawals", "withdrawal_events", "payouts", "payout_items", "tx_attempts")
-PER_PAYOUT = 100  # history withdrawals per batch transaction
-HISTORY_SENDERS = 8
-
-# ------------------------------------------------------------------------------------------------
-# Filling the history
-
-# Withdrawals are inserted as CONFIRMED with their eight event rows, as if they had gone the whole
-# way. The guard trigger only lets rows in as PENDING and the event trigger would write one PENDING
-# event, so USER triggers on withdrawals are disabled for the fill, inside its transaction (this
-# is a scratch database; nothing else writes to it then). Constraint triggers (foreign keys) stay.
-FILL = """
-CREATE TEMP TABLE fill_w ON COMMIT DROP AS
-SELECT g AS n, gen_random_uuid() AS id,
-       now() - interval '1 hour' - g * interval '2 seconds' AS created_at
-FROM generate_series(%(first)s::bigint, %(last)s::bigint) g;
-
-CREATE TEMP TABLE fill_p ON COMMIT DROP AS
-SELECT grp, gen_random_uuid() AS id, CASE WHEN grp %% 2 = 0 THEN 'USDT' ELSE 'ETH' END AS asset,
-       now() - interval '1 hour' - grp * %(per_payout)s * interval '2 seconds' AS created_at
-FROM generate_series((%(first)s::bigint - 1) / %(per_payout)s, %(last)s::bigint / %(per_payout)s - 1) grp;
-
-ALTER TABLE withdrawals DISABLE TRIGGER USER;
-
-INSERT INTO withdrawals (id, client_id, idempotency_key, request_hash, chain, asset, to_address, amount,
-                         status, status_note, created_at, updated_at)
-SELECT f.id, %(client_id)s, 'history-' || f.n, sha256(f.n::text::bytea), 'localhost', p.asset,
-       '0x' || md5(f.n::text) || substr(md5('to' || f.n), 1, 8),
-       CASE WHEN p.asset = 'USDT' THEN 1500000 ELSE 1000000000000000 END,
-       'CONFIRMED', 'confirmed', f.created_at, f.created_at + interval '8 seconds'
-FROM fill_w f JOIN fill_p p ON p.grp = (f.n - 1) / %(per_payout)s;
-
-INSERT INTO withdrawal_events (withdrawal_id, from_status, to_status, note, created_at)
-SELECT f.id, s.from_status::withdrawal_status, s.to_status::withdrawal_status, s.note,
-       f.created_at + s.k * interval '1 second'
-FROM fill_w f CROSS JOIN (VALUES
-    (0, NULL, 'PENDING', NULL),
-    (1, 'PENDING', 'VALIDATING', 'accepted; looking for a hot wallet that can pay it'),
-    (2, 'VALIDATING', 'SIGNING', 'assigned to a hot wallet; waiting for its signature'),
-    (3, 'SIGNING', 'SIGNED', 'signed'),
-    (4, 'SIGNED', 'BROADCASTING', 'broadcasting'),
-    (5, 'BROADCASTING', 'BROADCASTED', 'broadcast'),
-    (6, 'BROADCASTED', 'CONFIRMING', 'included'),
-    (7, 'CONFIRMING', 'CONFIRMED', 'confirmed')
-) s(k, from_status, to_status, note)
-ORDER BY f.n, s.k;
-
-ALTER TABLE withdrawals ENABLE TRIGGER USER;
-
-INSERT INTO payouts (id, chain, sender, nonce, kind, status, asset, to_address, value, data, gas_limit,
-                     block_number, block_hash, confirmations, created_at, updated_at)
-SELECT p.id, 'localhost', '0x' || lpad(to_hex(4096 + p.grp %% %(senders)s), 40, '0'), p.grp / %(senders)s,
-       'withdrawal', 'CONFIRMED', p.asset, %(batch_contract)s,
-       CASE WHEN p.asset = 'ETH' THEN %(per_payout)s * 1000000000000000 ELSE 0 END,
-       decode(repeat(md5(p.grp::text), 200), 'hex'), 3000000,
-       1000000 + p.grp, '0x' || md5('block' || p.grp) || md5('hash' || p.grp), 2,
-       p.created_at, p.created_at + interval '8 seconds'
-FROM fill_p p;
-
-INSERT INTO tx_attempts (payout_id, tx_hash, raw_tx, gas_limit, max_fee_per_gas, max_priority_fee_per_gas,
-                         created_at, broadcast_at, block_number, block_hash, receipt_status)
-SELECT p.id, '0x' || md5('tx' || p.grp) || md5('tx2' || p.grp), decode(repeat(md5(p.grp::text), 210), 'hex'),
-       3000000, 2000000000, 1000000000, p.created_at, p.created_at, 1000000 + p.grp,
-       '0x' || md5('block' || p.grp) || md5('hash' || p.grp), 1
-FROM fill_p p;
-
-UPDATE payouts p SET mined_attempt_id = a.id
-FROM fill_p f JOIN tx_attempts a ON a.payout_id = f.id
-WHERE p.id = f.id;
-
-INSERT INTO payout_items (payout_id, withdrawal_id, amount)
-SELECT p.id, f.id, CASE WHEN p.asset = 'USDT' THEN 1500000 ELSE 1000000000000000 END
-FROM fill_w f JOIN fill_p p ON p.grp = (f.n - 1) / %(per_payout)s;
-"""
-
-
-def fill(url: str, client_id: str, have: int, want: int, batch_contract: str) -> float:
-    """Add history withdrawals have+1 .. want (multiples of PER_PAYOUT); returns seconds taken."""
-    started = time.monotonic()
-    with psycopg.connect(url) as conn, conn.transaction():
-        conn.execute("SET LOCAL statement_timeout = 0")
-        params = {
-            "first": have + 1,
-            "last": want,
-            "client_id": client_id,
-            "per_payout": PER_PAYOUT,
-            "senders": HISTORY_SENDERS,
-            "batch_contract": batch_contract,
-        }
-        cur = psycopg.ClientCursor(conn)  # client-side values: CREATE TABLE AS takes no bind parameters
-        for statement in FILL.split(";\n\n"):
-            cur.execute(statement, params)  # type: ignore[call-overload]
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("VACUUM (ANALYZE) " + ", ".join(BIG_TABLES))
-    return time.monotonic() - started
 
 
 def table_sizes(url: str) -> dict[str, tuple[int, int]]:
