@@ -5,7 +5,7 @@
 
 One scratch database (`payouts_bench_growth`) and one anvil (1 s blocks, 300M gas: the chain is
 not the limit) serve every size. For the empty database and then for each size, the history is
-filled up to that many CONFIRMED withdrawals (SQL generate_series, see `fill`), then:
+filled up to that many CONFIRMED withdrawals (SQL generate_series, bench/history.py), then:
 
 - the hot queries of sql/queries.sql are run under EXPLAIN (ANALYZE, BUFFERS), with the values a
   running system would pass, once as a custom plan (literal values) and once as the generic plan
