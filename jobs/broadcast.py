@@ -18,7 +18,7 @@ from db.queries import query
 from db.states import WithdrawalStatus
 from db.withdrawals import transition_of_payouts
 from jobs import context
-from jobs.queue import PRIORITY, alone, finds, lock_of, queue, queue_again
+from jobs.queue import PRIORITY, queue, step_alone
 from jobs.retry import backoff
 from jobs.rpc import RpcClient, RpcError, RpcErrorKind, RpcUnavailable, is_maybe_mined
 
@@ -38,13 +38,13 @@ async def broadcast_sender(pool: AsyncConnectionPool, rpc: RpcClient, chain: Cha
     accepted, or None when another job broadcasts for this sender (two would race on the same rows;
     that one looks for this work when it is done).
     """
-
-    return await alone(
+    return await step_alone(
         pool,
-        lock_of("broadcast", chain.name, sender),
+        "broadcast",
         lambda: _broadcast(pool, rpc, chain, sender),
-        finds(pool, "signed_exists", chain=chain.name, sender=sender),
-        queue_again(pool, "broadcast", chain.name, sender),
+        "signed_exists",
+        chain=chain.name,
+        sender=sender,
     )
 
 

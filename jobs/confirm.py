@@ -421,9 +421,7 @@ async def settle_unmined(
     if not due:
         return
     # Whether the node still holds any attempt of each, asked in one round trip for all.
-    asks = [(p["id"], a["tx_hash"]) for p, _ in due for a in attempts[p["id"]]]
-    answers = await rpc.batch([("eth_getTransactionByHash", [tx_hash]) for _, tx_hash in asks])
-    held = {payout_id for (payout_id, _), answer in zip(asks, answers, strict=True) if answer}
+    held = await held_by_node(rpc, [(p["id"], a["tx_hash"]) for p, _ in due for a in attempts[p["id"]]])
     fees: Fees | None = None
     for p, cancel_wanted in due:
         latest = attempts[p["id"]][-1]
@@ -460,9 +458,7 @@ async def mend_lanes(
     }
     if not firsts:
         return set()
-    asks = [(sender, a["tx_hash"]) for sender, p in firsts.items() for a in attempts[p["id"]]]
-    answers = await rpc.batch([("eth_getTransactionByHash", [tx_hash]) for _, tx_hash in asks])
-    held = {sender for (sender, _), answer in zip(asks, answers, strict=True) if answer}
+    held = await held_by_node(rpc, [(sender, a["tx_hash"]) for sender, p in firsts.items() for a in attempts[p["id"]]])
     gapped = firsts.keys() - held
     lanes = [
         p
@@ -497,6 +493,13 @@ async def mend_lanes(
         len(lanes),
     )
     return {p["id"] for p, _ in sent}
+
+
+async def held_by_node(rpc: RpcClient, asks: list[tuple[Any, str]]) -> set[Any]:
+    """The keys of the (key, transaction hash) pairs whose transaction the node holds (mined or
+    in its pool), asked in one round trip."""
+    answers = await rpc.batch([("eth_getTransactionByHash", [tx_hash]) for _, tx_hash in asks])
+    return {key for (key, _), answer in zip(asks, answers, strict=True) if answer}
 
 
 async def send_again(pool: AsyncConnectionPool, rpc: RpcClient, attempt: dict[str, Any]) -> RpcErrorKind | None:

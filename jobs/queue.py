@@ -47,7 +47,9 @@ async def enqueue(conn: AsyncConnection, task: str, *, chain: str, sender: str |
 
 
 async def defer_once(task: str, *, chain: str, sender: str | None = None) -> bool:
-    """Defer a job on the app's own connection unless one for the same step and key already waits."""
+    """Defer a job on the app's own connection unless one for the same step and key already waits
+    (for the tick). Unlike `enqueue`, a job waiting out a retry backoff is left to wait: the tick
+    comes every second and would otherwise undo every backoff."""
     kwargs = {"chain": chain} if sender is None else {"chain": chain, "sender": sender}
     try:
         # At most one waiting. Steps that must not run twice at once take a Postgres advisory
@@ -129,3 +131,24 @@ async def alone(
             return done
         if (not did_round and not first) or not await more():
             return done
+
+
+async def step_alone(
+    pool: AsyncConnectionPool,
+    task: str,
+    step: Callable[[], Awaitable[int]],
+    finds_work: str,
+    *,
+    chain: str,
+    sender: str | None = None,
+) -> int | None:
+    """`alone` for a step's job: the key, the look for more work (the query `finds_work`) and the
+    fresh job are all the step's own for this chain (and sender)."""
+    params = {"chain": chain} if sender is None else {"chain": chain, "sender": sender}
+    return await alone(
+        pool,
+        lock_of(task, chain, sender),
+        step,
+        finds(pool, finds_work, **params),
+        queue_again(pool, task, chain, sender),
+    )

@@ -24,7 +24,7 @@ from jobs.batching import Member, find_culprits, lacking_allowance, members_of, 
 from jobs.fees import Fees, suggest_fees
 from jobs.keys import load_signer
 from jobs.plan import payload_for
-from jobs.queue import PRIORITY, alone, enqueue, finds, lock_of, queue, queue_again
+from jobs.queue import PRIORITY, enqueue, queue, step_alone
 from jobs.retry import backoff
 from jobs.rpc import RpcClient, RpcError, RpcErrorKind, revert_reason
 from jobs.txbuild import NATIVE_TRANSFER_GAS, Payload, sign, tx_fields
@@ -273,11 +273,7 @@ async def sign_task(chain: str, sender: str) -> int:
 
     # One signing job per sender at a time: two would simulate the same transactions, and the
     # second would wait for the first's sender lock only to find them signed.
-    done = await alone(
-        pool,
-        lock_of("sign", chain, sender),
-        lambda: sign_sender(pool, rpc, c, sender),
-        finds(pool, "planned_exists", chain=chain, sender=sender),
-        queue_again(pool, "sign", chain, sender),
+    done = await step_alone(
+        pool, "sign", lambda: sign_sender(pool, rpc, c, sender), "planned_exists", chain=chain, sender=sender
     )
     return done or 0

@@ -23,7 +23,7 @@ from db.states import WithdrawalStatus
 from db.withdrawals import transition
 from jobs import context
 from jobs.plan import plan
-from jobs.queue import PRIORITY, alone, finds, lock_of, queue, queue_again
+from jobs.queue import PRIORITY, queue, step_alone
 from jobs.retry import backoff
 from jobs.rpc import RpcError
 
@@ -79,6 +79,5 @@ async def validate(chain: str) -> int:
     # One planning job per chain at a time (planners wait for each other's lock anyway). A job
     # turned away needs no second try: the holder looks for PENDING withdrawals after it is done.
     # (Withdrawals that wait for balance are nudged by the tick every second.)
-    more = finds(pool, "pending_exists", chain=chain)
-    await alone(pool, lock_of("validate", chain), step, more, queue_again(pool, "validate", chain))
+    await step_alone(pool, "validate", step, "pending_exists", chain=chain)
     return assigned
