@@ -7,11 +7,11 @@ Create Date: 2026-11-27
 PL/pgSQL keeps the plan of each query of a function for the life of the connection, made for the
 row counts of the first statement that ran it. The transition tables' counts are known only when a
 statement runs, so a pooled connection whose first status change moved one withdrawal kept a
-nested loop over the old and new rows for good, and later moved 600 withdrawals by comparing
-360,000 pairs (seen in the end-to-end benchmark: 150 ms for an event insert that takes 5 ms with
-a hash join; which plan a connection got depended on its first statement, so runs differed by
-twice). The check and the event insert now run through EXECUTE, planned for each statement with
-its own row counts. Same errors, same events.
+nested loop over the old and new rows for good, and later moved 642 withdrawals by comparing
+411,522 pairs (seen in the end-to-end benchmark: 150 ms for one event insert; which plan a
+connection got depended on its first statement, so it varied from run to run). The check and
+the event insert now run through EXECUTE, planned for each statement with its own row counts.
+Same errors, same events.
 """
 
 from alembic import op
