@@ -20,6 +20,7 @@ import psycopg
 SEED = 20_000
 BIG_TABLES = ("withdrawals", "withdrawal_events", "payouts", "payout_items", "tx_attempts")
 PER_PAYOUT = 100  # history withdrawals per batch transaction
+SINGLE_EVERY = 4  # one history withdrawal in this many is paid alone (native coin to a new account)
 HISTORY_SENDERS = 8
 
 # ------------------------------------------------------------------------------------------------
@@ -29,26 +30,40 @@ HISTORY_SENDERS = 8
 # way. The guard trigger only lets rows in as PENDING and the event trigger would write one PENDING
 # event, so USER triggers on withdrawals are disabled for the fill, inside its transaction (this
 # is a scratch database; nothing else writes to it then). Constraint triggers (foreign keys) stay.
+#
+# The mix is the benchmarks' own traffic: one in SINGLE_EVERY is native coin to a new account,
+# paid by a transaction of its own (batches never pay those); the others go in batches of
+# PER_PAYOUT, USDT and ETH in turn. The planner's estimates come from this history (how many items
+# a payout holds, for one), so a history of batches only would make it plan for batches only.
+# Each payout is numbered by its first withdrawal (pn): its sender, nonce and hashes derive from it.
 FILL = """
 CREATE TEMP TABLE fill_w ON COMMIT DROP AS
-SELECT g AS n, gen_random_uuid() AS id,
+SELECT g AS n, gen_random_uuid() AS id, g %% %(single_every)s = 0 AS single,
        now() - interval '1 hour' - g * interval '2 seconds' AS created_at
 FROM generate_series(%(first)s::bigint, %(last)s::bigint) g;
 
+CREATE TEMP TABLE fill_m ON COMMIT DROP AS
+SELECT n, CASE WHEN single THEN n ELSE min(n) OVER (PARTITION BY grp) END AS pn,
+       CASE WHEN single OR grp %% 2 = 1 THEN 'ETH' ELSE 'USDT' END AS asset
+FROM (SELECT n, single, CASE WHEN NOT single
+                             THEN (row_number() OVER (PARTITION BY single ORDER BY n) - 1) / %(per_payout)s END AS grp
+      FROM fill_w) b;
+
 CREATE TEMP TABLE fill_p ON COMMIT DROP AS
-SELECT grp, gen_random_uuid() AS id, CASE WHEN grp %% 2 = 0 THEN 'USDT' ELSE 'ETH' END AS asset,
-       now() - interval '1 hour' - grp * %(per_payout)s * interval '2 seconds' AS created_at
-FROM generate_series((%(first)s::bigint - 1) / %(per_payout)s, %(last)s::bigint / %(per_payout)s - 1) grp;
+SELECT m.pn, gen_random_uuid() AS id, min(m.asset) AS asset, count(*) AS members, bool_and(w.single) AS single,
+       min(w.created_at) AS created_at
+FROM fill_m m JOIN fill_w w USING (n)
+GROUP BY m.pn;
 
 ALTER TABLE withdrawals DISABLE TRIGGER USER;
 
 INSERT INTO withdrawals (id, client_id, idempotency_key, request_hash, chain, asset, to_address, amount,
                          status, status_note, created_at, updated_at)
-SELECT f.id, %(client_id)s, 'history-' || f.n, sha256(f.n::text::bytea), 'localhost', p.asset,
+SELECT f.id, %(client_id)s, 'history-' || f.n, sha256(f.n::text::bytea), 'localhost', m.asset,
        '0x' || md5(f.n::text) || substr(md5('to' || f.n), 1, 8),
-       CASE WHEN p.asset = 'USDT' THEN 1500000 ELSE 1000000000000000 END,
+       CASE WHEN m.asset = 'USDT' THEN 1500000 ELSE 1000000000000000 END,
        'CONFIRMED', 'confirmed', f.created_at, f.created_at + interval '8 seconds'
-FROM fill_w f JOIN fill_p p ON p.grp = (f.n - 1) / %(per_payout)s;
+FROM fill_w f JOIN fill_m m USING (n);
 
 INSERT INTO withdrawal_events (withdrawal_id, from_status, to_status, note, created_at)
 SELECT f.id, s.from_status::withdrawal_status, s.to_status::withdrawal_status, s.note,
@@ -69,19 +84,22 @@ ALTER TABLE withdrawals ENABLE TRIGGER USER;
 
 INSERT INTO payouts (id, chain, sender, nonce, kind, status, asset, to_address, value, data, gas_limit,
                      block_number, block_hash, confirmations, created_at, updated_at)
-SELECT p.id, 'localhost', '0x' || lpad(to_hex(4096 + p.grp %% %(senders)s), 40, '0'), p.grp / %(senders)s,
-       'withdrawal', 'CONFIRMED', p.asset, %(batch_contract)s,
-       CASE WHEN p.asset = 'ETH' THEN %(per_payout)s * 1000000000000000 ELSE 0 END,
-       decode(repeat(md5(p.grp::text), 200), 'hex'), 3000000,
-       1000000 + p.grp, '0x' || md5('block' || p.grp) || md5('hash' || p.grp), 2,
+SELECT p.id, 'localhost', '0x' || lpad(to_hex(4096 + p.pn %% %(senders)s), 40, '0'), p.pn / %(senders)s,
+       'withdrawal', 'CONFIRMED', p.asset,
+       CASE WHEN p.single THEN '0x' || md5(p.pn::text) || substr(md5('to' || p.pn), 1, 8) ELSE %(batch_contract)s END,
+       CASE WHEN p.asset = 'ETH' THEN p.members * 1000000000000000 ELSE 0 END,
+       CASE WHEN p.single THEN ''::bytea ELSE decode(repeat(md5(p.pn::text), 200), 'hex') END,
+       CASE WHEN p.single THEN 21000 ELSE 3000000 END,
+       1000000 + p.pn, '0x' || md5('block' || p.pn) || md5('hash' || p.pn), 2,
        p.created_at, p.created_at + interval '8 seconds'
 FROM fill_p p;
 
 INSERT INTO tx_attempts (payout_id, tx_hash, raw_tx, gas_limit, max_fee_per_gas, max_priority_fee_per_gas,
                          created_at, broadcast_at, block_number, block_hash, receipt_status)
-SELECT p.id, '0x' || md5('tx' || p.grp) || md5('tx2' || p.grp), decode(repeat(md5(p.grp::text), 210), 'hex'),
-       3000000, 2000000000, 1000000000, p.created_at, p.created_at, 1000000 + p.grp,
-       '0x' || md5('block' || p.grp) || md5('hash' || p.grp), 1
+SELECT p.id, '0x' || md5('tx' || p.pn) || md5('tx2' || p.pn),
+       decode(repeat(md5(p.pn::text), CASE WHEN p.single THEN 7 ELSE 210 END), 'hex'),
+       CASE WHEN p.single THEN 21000 ELSE 3000000 END, 2000000000, 1000000000, p.created_at, p.created_at,
+       1000000 + p.pn, '0x' || md5('block' || p.pn) || md5('hash' || p.pn), 1
 FROM fill_p p;
 
 UPDATE payouts p SET mined_attempt_id = a.id
@@ -90,7 +108,7 @@ WHERE p.id = f.id;
 
 INSERT INTO payout_items (payout_id, withdrawal_id, amount)
 SELECT p.id, f.id, CASE WHEN p.asset = 'USDT' THEN 1500000 ELSE 1000000000000000 END
-FROM fill_w f JOIN fill_p p ON p.grp = (f.n - 1) / %(per_payout)s;
+FROM fill_w f JOIN fill_m m USING (n) JOIN fill_p p USING (pn);
 """
 
 
@@ -104,6 +122,7 @@ def fill(url: str, client_id: str, have: int, want: int, batch_contract: str) ->
             "last": want,
             "client_id": client_id,
             "per_payout": PER_PAYOUT,
+            "single_every": SINGLE_EVERY,
             "senders": HISTORY_SENDERS,
             "batch_contract": batch_contract,
         }
