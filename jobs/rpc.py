@@ -14,12 +14,13 @@ appear in logs, exceptions and `health()`.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import itertools
 import logging
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -542,6 +543,19 @@ class RpcClient:
 
 
 # -- wire format helpers -------------------------------------------------------------------------
+
+
+async def concurrently(*calls: Awaitable[Any]) -> list[Any]:
+    """Await several calls at once and return their results in order. When one fails, the others
+    are cancelled (none is left running unobserved) and its error is raised as it came."""
+    tasks = [asyncio.ensure_future(c) for c in calls]
+    try:
+        return await asyncio.gather(*tasks)
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
 
 def _request(request_id: int, method: str, params: list[Any]) -> dict[str, Any]:

@@ -21,12 +21,12 @@ from db.states import WithdrawalStatus
 from db.withdrawals import transition, transition_of_payouts
 from jobs import context
 from jobs.batching import Member, find_culprits, lacking_allowance, members_of, plan_approval
-from jobs.fees import Fees, suggest_fees
+from jobs.fees import suggest_fees
 from jobs.keys import load_signer
 from jobs.plan import payload_for
 from jobs.queue import PRIORITY, enqueue, queue, step_alone
 from jobs.retry import backoff
-from jobs.rpc import RpcClient, RpcError, RpcErrorKind, revert_reason
+from jobs.rpc import RpcClient, RpcError, RpcErrorKind, concurrently, revert_reason
 from jobs.txbuild import NATIVE_TRANSFER_GAS, Payload, sign, tx_fields
 
 log = logging.getLogger("payouts.jobs.sign")
@@ -179,11 +179,10 @@ async def sign_sender(pool: AsyncConnectionPool, rpc: RpcClient, chain: Chain, s
     async with pool.connection() as conn:
         cur = await conn.execute(query("planned_payouts"), {"chain": chain.name, "sender": sender, "limit": SIGN_BATCH})
         rows: list[dict[str, Any]] = await cur.fetchall()  # type: ignore[assignment]
+        if not rows:
+            return 0
         cur = await conn.execute(query("wallet_key_ref"), {"chain": chain.name, "address": sender})
         wallet = await cur.fetchone()
-    if not rows:
-        return 0
-    async with pool.connection() as conn:
         members = await members_of(conn, [r["id"] for r in rows])
     # A token batch needs the batch contract approved first; it waits for the approval to be mined.
     lacking = await lacking_allowance(rpc, chain, sender, rows, members)
@@ -193,7 +192,12 @@ async def sign_sender(pool: AsyncConnectionPool, rpc: RpcClient, chain: Chain, s
                 if await plan_approval(conn, chain, sender, asset):
                     await enqueue(conn, "sign", chain=chain.name, sender=sender)
         rows = [r for r in rows if r["id"] not in lacking]
-    prepared, reverted = await simulate(rpc, sender, rows)
+    # Three questions to the node at once: each is a round trip; asked together they take one.
+    # The fees and the nonce may be read before the simulation: the nonce is reconciled with ours
+    # under the sender's lock below, and the fees are the market's, not the transactions'.
+    (prepared, reverted), fees, chain_nonce = await concurrently(
+        simulate(rpc, sender, rows), suggest_fees(rpc, chain), rpc.get_transaction_count(sender, "latest")
+    )
     # A batch that would revert: find the withdrawals that make it revert; fail only them.
     culprits: dict[uuid.UUID, dict[uuid.UUID, str]] = {}
     for row in rows:
@@ -206,8 +210,6 @@ async def sign_sender(pool: AsyncConnectionPool, rpc: RpcClient, chain: Chain, s
 
             culprits[row["id"]] = await find_culprits(rpc, sender, build, members[row["id"]])
             del reverted[row["id"]]
-    fees: Fees = await suggest_fees(rpc, chain)
-    chain_nonce = await rpc.get_transaction_count(sender, "latest")
 
     signed = 0
     async with pool.connection() as conn, conn.transaction():
