@@ -11,10 +11,10 @@ balance twice.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -25,6 +25,7 @@ from app.registry import Asset, Chain
 from db.queries import query
 from db.states import WithdrawalStatus
 from db.withdrawals import transition
+from jobs import blockclock
 from jobs.batchcontract import is_our_contract, pay_native_data, pay_token_data
 from jobs.fees import Fees, suggest_fees
 from jobs.queue import enqueue
@@ -165,20 +166,28 @@ def batch_size(chain: Chain, asset: Asset, block_gas_limit: int) -> int:
     return max(1, min(chain.batch_max, int(block_gas_limit * chain.batch_gas_share) // per_item))
 
 
-def waiting_for_batch(chain: Chain, rows: list[dict[str, Any]]) -> set[str]:
-    """Assets whose ready withdrawals are too few for a full batch and young enough to wait."""
+def waiting_for_batch(
+    chain: Chain, rows: list[dict[str, Any]], *, now: float | None = None, last_call: float | None = None
+) -> set[str]:
+    """Assets whose ready withdrawals are too few for a full batch and young enough to wait: the
+    oldest came less than batch_wait_seconds before `now` and after `last_call`, if there is one
+    (seconds of the wall clock; jobs/blockclock.py)."""
     if chain.batch_contract is None or chain.batch_wait_seconds <= 0:
         return set()
-    now = datetime.now(UTC)
+    now = time.time() if now is None else now
     by_asset: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
         by_asset[r["asset"]].append(r)
-    return {
-        symbol
-        for symbol, items in by_asset.items()
-        if len(items) < chain.batch_max
-        and (now - min(i["created_at"] for i in items)).total_seconds() < chain.batch_wait_seconds
-    }
+    held = set()
+    for symbol, items in by_asset.items():
+        oldest = min(i["created_at"] for i in items).timestamp()
+        if (
+            len(items) < chain.batch_max
+            and now - oldest < chain.batch_wait_seconds
+            and (last_call is None or oldest > last_call)
+        ):
+            held.add(symbol)
+    return held
 
 
 async def plan(pool: AsyncConnectionPool, rpc: RpcClient, chain: Chain, *, max_in_flight: int) -> PlanResult:
@@ -196,7 +205,10 @@ async def plan(pool: AsyncConnectionPool, rpc: RpcClient, chain: Chain, *, max_i
             await note(conn, [r["id"] for r in pending], f"waiting: no hot wallet is registered on {chain.name}")
             result.waiting = len(pending)
             return result
-        hold = waiting_for_batch(chain, pending)
+        latest, call = None, None
+        if chain.batch_contract is not None and chain.batch_wait_seconds > 0:
+            latest, call = await blockclock.head_and_last_call(conn, rpc, chain)
+        hold = waiting_for_batch(chain, pending, last_call=call)
         pending = [r for r in pending if r["asset"] not in hold]
         if not pending:
             return result
@@ -215,7 +227,7 @@ async def plan(pool: AsyncConnectionPool, rpc: RpcClient, chain: Chain, *, max_i
         if chain.batch_contract is not None:
             native = [r["to_address"] for r in pending if r["asset"] == chain.native.symbol]
             existing = await existing_accounts(rpc, native) if native else set()
-            latest = await rpc.get_block("latest")
+            latest = latest or await rpc.get_block("latest")
             block_gas_limit = int(latest["gasLimit"], 16) if latest else block_gas_limit
 
         def batchable(asset: Asset, recipient: str) -> bool:

@@ -323,6 +323,15 @@ WHERE p.chain = %(chain)s AND p.sender = %(sender)s AND p.status = 'SIGNED'
 ORDER BY p.nonce
 LIMIT %(limit)s;
 
+-- name: recent_send_seconds
+-- Seconds from planning to broadcast that 9 in 10 of a chain's latest transactions kept (their
+-- first attempts; resends are the stuck timer's, not the pipeline's pace).
+SELECT percentile_cont(0.9) WITHIN GROUP (ORDER BY extract(epoch FROM a.broadcast_at - p.created_at)) AS seconds
+FROM (SELECT id, payout_id, broadcast_at FROM tx_attempts ORDER BY id DESC LIMIT %(sample)s) a
+JOIN payouts p ON p.id = a.payout_id
+WHERE p.chain = %(chain)s AND a.broadcast_at IS NOT NULL
+  AND NOT EXISTS (SELECT 1 FROM tx_attempts b WHERE b.payout_id = a.payout_id AND b.id < a.id);
+
 -- name: mark_attempt_broadcast
 -- When an attempt was last handed to a node (the stuck clock starts here).
 UPDATE tx_attempts SET broadcast_at = now() WHERE id = %(id)s;
