@@ -169,6 +169,7 @@ def hot_queries(
         ("highest_live_nonce", "highest_live_nonce", {"chain": chain, "sender": sender}),
         ("signed_payouts", "signed_payouts", {"chain": chain, "sender": sender, "limit": 500}),
         ("signed_exists", "signed_exists", {"chain": chain, "sender": sender}),
+        ("recent_send_seconds", "recent_send_seconds", {"chain": chain, "sample": 200}),
         ("watched_payouts", "watched_payouts", {"chain": chain}),
         ("attempts_of_payouts", "attempts_of_payouts", {"ids": payouts}),
         ("chain_work", "chain_work", {"chain": chain, "stale": "5 seconds"}),
