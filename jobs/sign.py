@@ -192,9 +192,9 @@ async def sign_sender(pool: AsyncConnectionPool, rpc: RpcClient, chain: Chain, s
                 if await plan_approval(conn, chain, sender, asset):
                     await enqueue(conn, "sign", chain=chain.name, sender=sender)
         rows = [r for r in rows if r["id"] not in lacking]
-    # Three questions to the node at once: each is a round trip; asked together they take one.
-    # The fees and the nonce may be read before the simulation: the nonce is reconciled with ours
-    # under the sender's lock below, and the fees are the market's, not the transactions'.
+    # Three questions to the node at once: each is a round trip; asked together they overlap.
+    # As before, the fees and the nonce are read before the sender's lock (the fees are the
+    # market's, not the transactions'); a bisection below takes long enough to read the nonce again.
     (prepared, reverted), fees, chain_nonce = await concurrently(
         simulate(rpc, sender, rows), suggest_fees(rpc, chain), rpc.get_transaction_count(sender, "latest")
     )
@@ -210,6 +210,8 @@ async def sign_sender(pool: AsyncConnectionPool, rpc: RpcClient, chain: Chain, s
 
             culprits[row["id"]] = await find_culprits(rpc, sender, build, members[row["id"]])
             del reverted[row["id"]]
+    if culprits:
+        chain_nonce = await rpc.get_transaction_count(sender, "latest")
 
     signed = 0
     async with pool.connection() as conn, conn.transaction():
