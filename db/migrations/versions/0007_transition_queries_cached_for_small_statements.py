@@ -81,12 +81,48 @@ END;
 $$;
 """
 
+# 0006's function, word for word.
+DOWNGRADE = r"""
+CREATE OR REPLACE FUNCTION withdrawals_check_and_record() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    bad record;
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO withdrawal_events (withdrawal_id, from_status, to_status, note)
+        SELECT n.id, NULL, n.status, n.status_note FROM new_rows n;
+        RETURN NULL;
+    END IF;
+    -- EXECUTE: planned for this statement's row counts, not the first statement's (see 0006).
+    EXECUTE $q$
+        SELECT e.from_status, e.to_status
+        FROM (
+            SELECT DISTINCT o.status AS from_status, n.status AS to_status
+            FROM new_rows n JOIN old_rows o ON o.id = n.id
+            WHERE o.status <> n.status
+        ) e
+        WHERE NOT EXISTS (
+            SELECT 1 FROM withdrawal_transitions t WHERE t.from_status = e.from_status AND t.to_status = e.to_status)
+        LIMIT 1
+    $q$ INTO bad;
+    IF bad.from_status IS NOT NULL THEN
+        RAISE EXCEPTION 'illegal withdrawal transition % -> %', bad.from_status, bad.to_status
+            USING ERRCODE = 'check_violation', CONSTRAINT = 'withdrawal_transition';
+    END IF;
+    EXECUTE $q$
+        INSERT INTO withdrawal_events (withdrawal_id, from_status, to_status, note)
+        SELECT n.id, o.status, n.status, n.status_note
+        FROM new_rows n JOIN old_rows o ON o.id = n.id
+        WHERE o.status <> n.status
+    $q$;
+    RETURN NULL;
+END;
+$$;
+"""
+
 
 def upgrade() -> None:
     op.execute(UPGRADE)
 
 
 def downgrade() -> None:
-    from importlib import import_module
-
-    op.execute(import_module("db.migrations.versions.0006_transition_queries_planned_per_statement").UPGRADE)
+    op.execute(DOWNGRADE)
