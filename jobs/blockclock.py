@@ -12,11 +12,13 @@ wrong guess costs batch size, never latency beyond `batch_wait_seconds`.
 The grid comes from when this process first saw each new head. A head is seen after it was
 made (the planning pass's lag, the node's answer), never before, so of the sightings the
 earliest against the grid is the best guess of it. Chains whose blocks do not keep their
-`block_time_seconds` (the newest sightings disagree with the older ones) get no last call.
+`block_time_seconds` (the newest sightings disagree with the older ones) get no last call, and
+neither does a grid from sightings older than KEEP blocks (a quiet spell).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections import deque
@@ -27,17 +29,21 @@ from psycopg import AsyncConnection
 
 from app.registry import Chain
 from db.queries import query
-from jobs.rpc import RpcClient
+from jobs.rpc import RpcClient, RpcError
+
+log = logging.getLogger("payouts.jobs.blockclock")
 
 # Heads kept per chain; the grid's guess is checked by comparing the older and the newer half.
+# Sightings older than KEEP block times do not count.
 KEEP = 16
+# A head this many blocks below the newest one seen means the chain was reset (a dev chain).
+RESET = 64
 # Fewest heads seen before the grid is trusted.
 LEAST = 4
 # The halves' guesses of the grid may differ by this share of a block time.
 DRIFT = 0.125
-# How often the planning-to-broadcast time is read again (seconds), and from how many transactions.
+# How often the planning-to-broadcast time is read again (seconds; from the latest 200 attempts).
 SEND_TIME_EVERY = 5.0
-SEND_TIME_SAMPLE = 200
 # A planning pass runs at most every 0.1 s (jobs.validate.PASS_EVERY): a last call is seen that
 # much late.
 PASS_LAG = 0.1
@@ -50,6 +56,8 @@ class BlockClock:
 
     def saw(self, number: int, at: float) -> None:
         """Head `number` was in the node's answer that arrived at `at` (seconds, wall clock)."""
+        if self.seen and number + RESET < self.seen[-1][0]:
+            self.seen.clear()
         if not self.seen or number > self.seen[-1][0]:
             self.seen.append((number, at))
 
@@ -58,9 +66,9 @@ class BlockClock:
 
     def next_block_at(self, now: float) -> float | None:
         """When the first block after `now` is due, or None while the grid is not known."""
-        if len(self.seen) < LEAST:
+        sightings = [(n, at) for n, at in self.seen if at >= now - KEEP * self.block_time]
+        if len(sightings) < LEAST:
             return None
-        sightings = list(self.seen)
         half = len(sightings) // 2
         older, newer = self._origin(sightings[:half]), self._origin(sightings[half:])
         if abs(newer - older) > DRIFT * self.block_time:
@@ -91,7 +99,7 @@ async def send_time(conn: AsyncConnection, chain: Chain) -> float | None:
     (read again every SEND_TIME_EVERY seconds); None before any was broadcast."""
     known = _send_times.setdefault(chain.name, SendTime())
     if time.monotonic() - known.read_at >= SEND_TIME_EVERY:
-        cur = await conn.execute(query("recent_send_seconds"), {"chain": chain.name, "sample": SEND_TIME_SAMPLE})
+        cur = await conn.execute(query("recent_send_seconds"), {"chain": chain.name})
         row = await cur.fetchone()
         known.seconds = None if row is None or row["seconds"] is None else float(row["seconds"])  # type: ignore[call-overload]
         known.read_at = time.monotonic()
@@ -113,11 +121,28 @@ def last_call(chain: Chain, send_seconds: float | None, now: float) -> float | N
     return call if call <= now else call - chain.block_time_seconds
 
 
-async def head_and_last_call(
-    conn: AsyncConnection, rpc: RpcClient, chain: Chain
-) -> tuple[dict[str, Any] | None, float | None]:
-    """The chain's latest block (one sighting more for the grid) and the latest last call."""
-    latest = await rpc.get_block("latest")
-    if latest is not None:
-        clock(chain).saw(int(latest["number"], 16), time.time())
-    return latest, last_call(chain, await send_time(conn, chain), time.time())
+def saw_head(chain: Chain, block: dict[str, Any] | None) -> None:
+    """A node's answer with the chain's latest block just arrived: one sighting more."""
+    if block is not None:
+        clock(chain).saw(int(block["number"], 16), time.time())
+
+
+async def read_head(rpc: RpcClient, chain: Chain) -> dict[str, Any] | None:
+    """The chain's latest block, seen now; None when no node answered (the last call is only a
+    shortcut: the wait goes on by batch_wait_seconds alone)."""
+    try:
+        block = await rpc.get_block("latest")
+    except RpcError as exc:
+        log.warning(
+            "%s: the latest block could not be read (%s); batches wait by batch_wait_seconds only",
+            chain.name,
+            exc.kind.name,
+        )
+        return None
+    saw_head(chain, block)
+    return block
+
+
+async def last_call_now(conn: AsyncConnection, chain: Chain) -> float | None:
+    """The latest last call at or before now (see last_call)."""
+    return last_call(chain, await send_time(conn, chain), time.time())

@@ -205,10 +205,12 @@ async def plan(pool: AsyncConnectionPool, rpc: RpcClient, chain: Chain, *, max_i
             await note(conn, [r["id"] for r in pending], f"waiting: no hot wallet is registered on {chain.name}")
             result.waiting = len(pending)
             return result
-        latest, call = None, None
-        if chain.batch_contract is not None and chain.batch_wait_seconds > 0:
-            latest, call = await blockclock.head_and_last_call(conn, rpc, chain)
-        hold = waiting_for_batch(chain, pending, last_call=call)
+        hold = waiting_for_batch(chain, pending)
+        latest = None
+        if hold:
+            # Would waiting longer make them miss the next block? (jobs/blockclock.py)
+            latest = await blockclock.read_head(rpc, chain)
+            hold = waiting_for_batch(chain, pending, last_call=await blockclock.last_call_now(conn, chain))
         pending = [r for r in pending if r["asset"] not in hold]
         if not pending:
             return result
@@ -227,7 +229,9 @@ async def plan(pool: AsyncConnectionPool, rpc: RpcClient, chain: Chain, *, max_i
         if chain.batch_contract is not None:
             native = [r["to_address"] for r in pending if r["asset"] == chain.native.symbol]
             existing = await existing_accounts(rpc, native) if native else set()
-            latest = latest or await rpc.get_block("latest")
+            if latest is None:
+                latest = await rpc.get_block("latest")
+                blockclock.saw_head(chain, latest)
             block_gas_limit = int(latest["gasLimit"], 16) if latest else block_gas_limit
 
         def batchable(asset: Asset, recipient: str) -> bool:

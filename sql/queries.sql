@@ -324,10 +324,14 @@ ORDER BY p.nonce
 LIMIT %(limit)s;
 
 -- name: recent_send_seconds
--- Seconds from planning to broadcast that 9 in 10 of a chain's latest transactions kept (their
--- first attempts; resends are the stuck timer's, not the pipeline's pace).
+-- Seconds from planning to broadcast that 9 in 10 of a chain's transactions kept, among the
+-- latest 200 attempts of all chains (a chain with none there has no figure). First
+-- attempts only: a replacement starts when the stuck timer says. A resend of the same bytes moves
+-- broadcast_at and only lengthens the figure (an earlier last call, smaller batches). The limit is
+-- written out, not a parameter: a prepared statement's generic plan would not know it and would
+-- scan both tables whole.
 SELECT percentile_cont(0.9) WITHIN GROUP (ORDER BY extract(epoch FROM a.broadcast_at - p.created_at)) AS seconds
-FROM (SELECT id, payout_id, broadcast_at FROM tx_attempts ORDER BY id DESC LIMIT %(sample)s) a
+FROM (SELECT id, payout_id, broadcast_at FROM tx_attempts ORDER BY id DESC LIMIT 200) a
 JOIN payouts p ON p.id = a.payout_id
 WHERE p.chain = %(chain)s AND a.broadcast_at IS NOT NULL
   AND NOT EXISTS (SELECT 1 FROM tx_attempts b WHERE b.payout_id = a.payout_id AND b.id < a.id);

@@ -13,8 +13,9 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
@@ -22,6 +23,7 @@ import pytest
 from psycopg.rows import dict_row
 
 from app.cli import migrate
+from app.registry import Chain, load_registry
 from db import clients
 from jobs import devchain
 
@@ -130,3 +132,10 @@ def api(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 def make_client(conn: psycopg.Connection, name: str) -> tuple[uuid.UUID, str]:
     client_id = clients.create_client(conn, name)
     return client_id, clients.create_key(conn, client_id)
+
+
+def shipped_chain(name: str = "localhost", **changes: Any) -> Chain:
+    """A chain of the shipped registry (chains.toml), with some settings changed."""
+    chain = load_registry().get(name)
+    assert chain is not None, name
+    return replace(chain, **changes)

@@ -1,20 +1,17 @@
-"""The block clock: the chain's block grid from head sightings, the last call before a block, and
-how the planner's batch wait uses it."""
+"""The block clock: the chain's block grid from head sightings, and the last call before a block."""
 
 from __future__ import annotations
 
 import random
-from dataclasses import replace
-from datetime import UTC, datetime
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.registry import load_registry
+from app.registry import Chain
 from jobs import blockclock
 from jobs.blockclock import LEAST, BlockClock, last_call
-from jobs.plan import waiting_for_batch
+from tests.conftest import shipped_chain
 
 ORIGIN = 1_800_000_000.25  # block n is made at ORIGIN + n * block_time
 
@@ -71,59 +68,50 @@ def test_a_chain_that_keeps_another_pace_gets_no_grid() -> None:
     assert clock.next_block_at(ORIGIN + 16 * 2.5) is None
 
 
-def localhost(**changes: object) -> object:
-    chain = load_registry().get("localhost")
-    assert chain is not None
-    return replace(chain, block_time_seconds=2.0, **changes)  # type: ignore[arg-type]
-
-
-def warm(chain: object) -> None:
-    blockclock._clocks.pop(chain.name, None)  # type: ignore[attr-defined]
-    clock = blockclock.clock(chain)  # type: ignore[arg-type]
+def warm(chain: Chain) -> list[float]:
+    """Sixteen heads of `chain` (2 s blocks) seen 0-0.1 s late; returns the lags."""
+    blockclock._clocks.pop(chain.name, None)
+    clock = blockclock.clock(chain)
     rng = random.Random(7)
-    for n in range(1, 17):
-        clock.saw(n, ORIGIN + n * 2.0 + rng.uniform(0.0, 0.1))
+    lags = [rng.uniform(0.0, 0.1) for _ in range(16)]
+    for n, lag in zip(range(1, 17), lags, strict=True):
+        clock.saw(n, ORIGIN + n * 2.0 + lag)
+    return lags
 
 
 def test_the_last_call_is_the_send_time_and_a_pass_before_the_block() -> None:
-    chain = localhost()
-    warm(chain)
+    chain = shipped_chain(block_time_seconds=2.0)
+    lags = warm(chain)
     send = 0.4
-    block_17 = ORIGIN + 17 * 2.0
     ahead = send + blockclock.PASS_LAG
+    block_17 = ORIGIN + 17 * 2.0 + min(lags)  # the grid as the earliest sighting marks it
     # Before block 17's last call, the latest last call is block 16's.
-    call = last_call(chain, send, block_17 - ahead - 0.3)  # type: ignore[arg-type]
-    assert call == pytest.approx(block_17 - 2.0 - ahead, abs=0.11)
-    # After it, block 17's.
-    call = last_call(chain, send, block_17 - ahead + 0.2)  # type: ignore[arg-type]
-    assert call == pytest.approx(block_17 - ahead, abs=0.11)
+    assert last_call(chain, send, block_17 - ahead - 0.3) == pytest.approx(block_17 - 2.0 - ahead, abs=1e-6)
+    # From it on, block 17's.
+    assert last_call(chain, send, block_17 - ahead + 0.2) == pytest.approx(block_17 - ahead, abs=1e-6)
 
 
 def test_no_last_call_without_a_send_time_or_when_sending_takes_a_block() -> None:
-    chain = localhost()
+    chain = shipped_chain(block_time_seconds=2.0)
     warm(chain)
     now = ORIGIN + 17 * 2.0 - 0.2
-    assert last_call(chain, None, now) is None  # type: ignore[arg-type]
-    assert last_call(chain, 1.95, now) is None  # type: ignore[arg-type]
+    assert last_call(chain, 0.4, now) is not None
+    assert last_call(chain, None, now) is None
+    assert last_call(chain, 1.95, now) is None
 
 
-def rows(asset: str, count: int, created: float) -> list[dict[str, object]]:
-    return [{"asset": asset, "created_at": datetime.fromtimestamp(created, UTC)} for _ in range(count)]
+def test_old_sightings_are_not_a_grid() -> None:
+    # Heads seen a while ago (a quiet chain, a worker that planned nothing for minutes): the
+    # grid would be extrapolated from them; it is not.
+    chain = shipped_chain(block_time_seconds=2.0)
+    warm(chain)
+    assert last_call(chain, 0.4, ORIGIN + 17 * 2.0) is not None
+    assert last_call(chain, 0.4, ORIGIN + 17 * 2.0 + blockclock.KEEP * 2.0 * 2) is None
 
 
-def test_a_batch_goes_out_at_the_last_call_after_its_first_withdrawal() -> None:
-    chain = localhost(batch_contract="0x" + "11" * 20, batch_wait_seconds=1.0, batch_max=100)
-    now = ORIGIN + 100.0
-    came = now - 0.3  # young: batch_wait_seconds alone would hold it 0.7 s more
-    pending = rows("USDT", 5, came)
-    assert waiting_for_batch(chain, pending, now=now) == {"USDT"}  # type: ignore[arg-type]
-    # A last call passed since it came: it goes now, in time for the next block.
-    assert waiting_for_batch(chain, pending, now=now, last_call=came + 0.1) == set()  # type: ignore[arg-type]
-    # The last call came before it: it waits for the next, or batch_wait_seconds.
-    assert waiting_for_batch(chain, pending, now=now, last_call=came - 0.1) == {"USDT"}  # type: ignore[arg-type]
-    # batch_wait_seconds still ends every wait, last call or not.
-    old = rows("USDT", 5, now - 1.01)
-    assert waiting_for_batch(chain, old, now=now, last_call=now - 1.5) == set()  # type: ignore[arg-type]
-    # So does a full batch.
-    full = rows("ETH", 100, came)
-    assert waiting_for_batch(chain, full, now=now, last_call=came - 0.1) == set()  # type: ignore[arg-type]
+def test_a_reset_chain_starts_a_new_grid() -> None:
+    clock = BlockClock(2.0)
+    for n in range(100, 116):
+        clock.saw(n, ORIGIN + n * 2.0)
+    clock.saw(3, ORIGIN + 300.0)  # a dev chain restarted from block 0
+    assert list(clock.seen) == [(3, ORIGIN + 300.0)]
