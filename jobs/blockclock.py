@@ -7,7 +7,7 @@ time a transaction released then still reaches the node before the next block (t
 grid, less how long this chain's transactions have lately taken from planning to broadcast). A
 batch whose first withdrawal came before a last call goes out at it; one that came after waits
 for the next, never past `batch_wait_seconds`. The waits only get shorter than without it: a
-wrong guess costs batch size, never latency beyond `batch_wait_seconds`.
+wrong guess costs batch size, never a longer wait.
 
 The grid comes from when this process first saw each new head. A head is seen after it was
 made (the planning pass's lag, the node's answer), never before, so of the sightings the
