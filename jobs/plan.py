@@ -205,12 +205,14 @@ async def plan(pool: AsyncConnectionPool, rpc: RpcClient, chain: Chain, *, max_i
             await note(conn, [r["id"] for r in pending], f"waiting: no hot wallet is registered on {chain.name}")
             result.waiting = len(pending)
             return result
-        hold = waiting_for_batch(chain, pending)
-        latest = None
-        if hold:
-            # Would waiting longer make them miss the next block? (jobs/blockclock.py)
+        latest, call = None, None
+        if chain.batch_contract is not None and chain.batch_wait_seconds > 0:
+            # The head first, on every pass (the batch reads its gas limit from it later): the
+            # earliest sightings mark the block grid (jobs/blockclock.py). Read only on passes that
+            # held a batch, the 2 s chain's inclusion p95 at 100/s was 2.8-3.1 s instead of 2.6-2.7.
             latest = await blockclock.read_head(rpc, chain)
-            hold = waiting_for_batch(chain, pending, last_call=await blockclock.last_call_now(conn, chain))
+            call = await blockclock.last_call_now(conn, chain)
+        hold = waiting_for_batch(chain, pending, last_call=call)
         pending = [r for r in pending if r["asset"] not in hold]
         if not pending:
             return result
