@@ -121,12 +121,6 @@ def last_call(chain: Chain, send_seconds: float | None, now: float) -> float | N
     return call if call <= now else call - chain.block_time_seconds
 
 
-def saw_head(chain: Chain, block: dict[str, Any] | None) -> None:
-    """A node's answer with the chain's latest block just arrived: one sighting more."""
-    if block is not None:
-        clock(chain).saw(int(block["number"], 16), time.time())
-
-
 async def read_head(rpc: RpcClient, chain: Chain) -> dict[str, Any] | None:
     """The chain's latest block, seen now; None when no node answered (the last call is only a
     shortcut: the wait goes on by batch_wait_seconds alone)."""
@@ -139,7 +133,8 @@ async def read_head(rpc: RpcClient, chain: Chain) -> dict[str, Any] | None:
             exc.kind.name,
         )
         return None
-    saw_head(chain, block)
+    if block is not None:
+        clock(chain).saw(int(block["number"], 16), time.time())
     return block
 
 

@@ -231,9 +231,7 @@ async def plan(pool: AsyncConnectionPool, rpc: RpcClient, chain: Chain, *, max_i
         if chain.batch_contract is not None:
             native = [r["to_address"] for r in pending if r["asset"] == chain.native.symbol]
             existing = await existing_accounts(rpc, native) if native else set()
-            if latest is None:
-                latest = await rpc.get_block("latest")
-                blockclock.saw_head(chain, latest)
+            latest = latest or await rpc.get_block("latest")
             block_gas_limit = int(latest["gasLimit"], 16) if latest else block_gas_limit
 
         def batchable(asset: Asset, recipient: str) -> bool:
