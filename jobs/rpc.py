@@ -510,8 +510,11 @@ class RpcClient:
             raise RpcError(f"{self.name}: eth_sendRawTransaction answered {tx_hash!r}")
         return tx_hash
 
-    async def estimate_gas(self, tx: dict[str, Any]) -> int:
-        return _quantity(await self.call("eth_estimateGas", [tx_json(tx)]), "eth_estimateGas")
+    async def estimate_gas(self, tx: dict[str, Any], block: BlockId = "latest") -> int:
+        """eth_estimateGas on `block`, "latest" unless told, as eth_call. Without a block anvil takes
+        the pending one and replays its whole pool for each estimate: 7.7 ms of its CPU per estimate
+        with 2,000 transactions waiting, against 0.15 ms on "latest"."""
+        return _quantity(await self.call("eth_estimateGas", [tx_json(tx), _block_id(block)]), "eth_estimateGas")
 
     async def eth_call(self, tx: dict[str, Any], block: BlockId = "latest") -> bytes:
         """eth_call (named so because `call` sends any method)."""

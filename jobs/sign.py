@@ -52,8 +52,9 @@ def with_margin(estimate: int) -> int:
 async def simulate(
     rpc: RpcClient, sender: str, rows: list[dict[str, Any]]
 ) -> tuple[list[Prepared], dict[uuid.UUID, str]]:
-    """eth_call and eth_estimateGas for each transaction; returns those that would succeed and
-    the revert reasons of those that would not."""
+    """eth_call and eth_estimateGas for each transaction, both on the latest block; returns those
+    that would succeed and the revert reasons of those that would not (RpcClient.estimate_gas
+    says why the estimate names its block)."""
     calls: list[tuple[str, list[Any]]] = []
     for row in rows:
         tx = {
@@ -63,7 +64,7 @@ async def simulate(
             "data": "0x" + bytes(row["data"]).hex(),
         }
         calls.append(("eth_call", [tx, "latest"]))
-        calls.append(("eth_estimateGas", [tx]))
+        calls.append(("eth_estimateGas", [tx, "latest"]))
     results = await rpc.batch(calls, return_errors=True)
     prepared: list[Prepared] = []
     reverted: dict[uuid.UUID, str] = {}

@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import threading
+import uuid
 from collections.abc import Coroutine, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -33,6 +34,7 @@ from jobs.rpc import (
     is_maybe_mined,
     revert_reason,
 )
+from jobs.sign import simulate, with_margin
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.chain
@@ -325,6 +327,34 @@ def test_pending_duplicates_and_replacements(anvil_url: str) -> None:
             assert await rpc.get_receipt(original.hash.to_0x_hex()) is None
             mined = await rpc.get_transaction(replacement.hash.to_0x_hex())
             assert mined is not None and mined["blockNumber"] == "0x1"
+
+    run(scenario())
+
+
+def test_simulation_reads_the_latest_block_not_the_pool(anvil_url: str) -> None:
+    """The estimate, like the call, is of the latest block: the node does not replay its pool for
+    it (anvil does when no block is named). A payment the sender's pending transfer leaves no coins
+    for is estimated, as it is called, against the mined balance. It carries a byte of data: anvil
+    answers 21,000 for a plain transfer without running it."""
+    fees = Fees.eip1559(10 * GWEI, GWEI)
+    sender = dev_account(5).address
+    value, data = 10**18, b"\x01"
+
+    async def scenario() -> None:
+        async with RpcClient([anvil_url], chain_id=CHAIN_ID) as rpc:
+            await rpc.call("evm_setAutomine", [False])
+            balance = await rpc.get_balance(sender)
+            drain = transfer(5, nonce=0, fees=fees, value=balance - 21_000 * 10 * GWEI)
+            await rpc.send_raw_transaction(drain.raw_transaction)
+            tx = {"from": sender, "to": RECIPIENT, "value": value, "data": data}
+            with pytest.raises(RpcError) as info:
+                await rpc.estimate_gas(tx, "pending")
+            assert info.value.kind is RpcErrorKind.INSUFFICIENT_FUNDS
+            gas = await rpc.estimate_gas(tx)
+            assert 21_000 < gas < 22_000
+            row = {"id": uuid.uuid4(), "to_address": RECIPIENT, "value": value, "data": data}
+            prepared, reverted = await simulate(rpc, sender, [row])
+            assert reverted == {} and [(p.payout_id, p.gas_limit) for p in prepared] == [(row["id"], with_margin(gas))]
 
     run(scenario())
 
