@@ -27,7 +27,7 @@ from jobs.plan import payload_for
 from jobs.queue import PRIORITY, enqueue, queue, step_alone
 from jobs.retry import backoff
 from jobs.rpc import RpcClient, RpcError, RpcErrorKind, concurrently, revert_reason
-from jobs.txbuild import NATIVE_TRANSFER_GAS, Payload, sign, tx_fields
+from jobs.txbuild import NATIVE_TRANSFER_GAS, Payload, Signer, tx_fields
 
 log = logging.getLogger("payouts.jobs.sign")
 
@@ -225,15 +225,14 @@ async def sign_sender(pool: AsyncConnectionPool, rpc: RpcClient, chain: Chain, s
         if culprits:
             await enqueue(conn, "sign", chain=chain.name, sender=sender)  # the rest, simulated again
         nonce = await lock_nonce(conn, chain, sender, chain_nonce)
-        account = load_signer(wallet["key_ref"] if wallet else None, address=sender)  # type: ignore[call-overload]
+        signer = Signer(load_signer(wallet["key_ref"] if wallet else None, address=sender))  # type: ignore[call-overload]
         cur = await conn.execute(query("lock_planned_payouts"), {"ids": [p.payout_id for p in prepared]})
         still_planned = {r["id"] for r in await cur.fetchall()}  # type: ignore[call-overload]
         signed_rows: dict[str, list[Any]] = {k: [] for k in ("ids", "nonces", "gas_limits", "tx_hashes", "raw_txs")}
         for p in prepared:
             if p.payout_id not in still_planned:
                 continue  # another signer got it first
-            tx = sign(
-                account,
+            tx = signer.sign(
                 tx_fields(
                     chain_id=chain.chain_id,
                     nonce=nonce,
@@ -245,7 +244,7 @@ async def sign_sender(pool: AsyncConnectionPool, rpc: RpcClient, chain: Chain, s
             for column, value in zip(signed_rows, (p.payout_id, nonce, p.gas_limit, tx.tx_hash, tx.raw), strict=True):
                 signed_rows[column].append(value)
             nonce += 1
-        del account
+        del signer
         payout_ids = signed_rows["ids"]
         if payout_ids:
             cur = await conn.execute(
