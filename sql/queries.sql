@@ -81,10 +81,14 @@ LIMIT %(limit)s;
 -- name: transition_withdrawals
 -- Compare-and-set of the status of some withdrawals (money rule 4); the trigger checks the edge and
 -- writes the event rows. Returns the ids that were in from_status and moved.
+-- The status is compared as text so that no plan finds the rows through ix_withdrawals_active:
+-- statistics taken when few withdrawals were in from_status (every in-flight status, in a table of
+-- settled ones) make that index look cheaper than the ids, and a custom plan then reads every
+-- withdrawal in from_status, thousands under load, to move a few.
 UPDATE withdrawals
 SET status = %(to_status)s::withdrawal_status, status_note = %(note)s,
     failure_code = %(failure_code)s, failure_reason = %(failure_reason)s
-WHERE id = ANY(%(ids)s::uuid[]) AND status = %(from_status)s::withdrawal_status
+WHERE id = ANY(%(ids)s::uuid[]) AND status::text = %(from_status)s::text
 RETURNING id;
 
 -- name: cancel_withdrawal
@@ -293,11 +297,12 @@ RETURNING id;
 -- name: transition_withdrawals_of_payouts
 -- transition_withdrawals for the withdrawals that some transactions pay, each transaction's with
 -- its own note, in one statement (for moves that are not failures). Returns the ids that moved.
+-- The status is compared as text, as in transition_withdrawals: the rows are found from the payouts.
 UPDATE withdrawals w
 SET status = %(to_status)s::withdrawal_status, status_note = t.note, failure_code = NULL, failure_reason = NULL
 FROM payout_items i
 JOIN unnest(%(payout_ids)s::uuid[], %(notes)s::text[]) AS t (payout_id, note) ON t.payout_id = i.payout_id
-WHERE i.live AND w.id = i.withdrawal_id AND w.status = %(from_status)s::withdrawal_status
+WHERE i.live AND w.id = i.withdrawal_id AND w.status::text = %(from_status)s::text
 RETURNING w.id;
 
 -- name: live_withdrawals_of_payouts

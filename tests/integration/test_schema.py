@@ -14,6 +14,7 @@ from sqlalchemy import create_engine
 
 from db.engine import sqlalchemy_url
 from db.models import metadata
+from db.queries import query
 from db.states import ALLOWED_TRANSITIONS, WithdrawalStatus
 from db.withdrawals import is_transition_violation
 from tests.conftest import make_client
@@ -303,3 +304,52 @@ def test_one_live_transaction_per_chain_sender_nonce(db: Conn) -> None:
     assert exc.value.diag.constraint_name == "uq_payouts_live_nonce"
     db.execute("UPDATE payouts SET status = 'SUPERSEDED' WHERE id = %s", (first,))
     db.execute("UPDATE payouts SET nonce = 7 WHERE id = %s", (second,))
+
+
+def scans(plan: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every node of an EXPLAIN (FORMAT JSON) plan."""
+    return [plan] + [node for child in plan.get("Plans", []) for node in scans(child)]
+
+
+def test_status_changes_find_their_rows_by_id_whatever_the_statistics(db: Conn) -> None:
+    """The two compare-and-set statements read the withdrawals they move and no others, even when
+    the table's statistics were taken while no withdrawal was in their from-status (autovacuum
+    analyzes rarely, and in-flight statuses are a sliver of a table of settled withdrawals).
+    With `status = from_status`, a custom plan found the rows through ix_withdrawals_active: every
+    withdrawal in that status, 400 here, thousands in a busy system, to move five."""
+    client_id, _ = make_client(db, "acme")
+    with db.transaction(force_rollback=True):  # the statistics too: ANALYZE is transactional
+        insert = (
+            "INSERT INTO withdrawals (client_id, idempotency_key, request_hash, chain, asset, to_address, amount)"
+            " SELECT %s, %s || g, '\\x00', 'localhost', 'USDT', %s, 1000000 FROM generate_series(1, %s) g"
+        )
+        db.execute(insert, (client_id, "settled-", ADDRESS, 600))
+        db.execute("UPDATE withdrawals SET status = 'CANCELED'")
+        db.execute("ANALYZE withdrawals")
+        db.execute(insert, (client_id, "busy-", ADDRESS, 400))
+        for status in ("VALIDATING", "SIGNING"):
+            db.execute("UPDATE withdrawals SET status = %s WHERE status <> 'CANCELED'", (status,))
+        busy = [r["id"] for r in db.execute("SELECT id FROM withdrawals WHERE status = 'SIGNING' ORDER BY id")]
+        payout = new_payout(db)
+        db.execute(
+            "INSERT INTO payout_items (payout_id, withdrawal_id, amount) SELECT %s, unnest(%s::uuid[]), 1000000",
+            (payout, busy[:5]),
+        )
+        moves = [
+            ("transition_withdrawals", {"ids": busy[5:10], "note": None, "failure_code": None, "failure_reason": None}),
+            ("transition_withdrawals_of_payouts", {"payout_ids": [payout], "notes": ["signed"]}),
+        ]
+        for name, params in moves:
+            row = db.execute(
+                "EXPLAIN (ANALYZE, FORMAT JSON) " + query(name),
+                params | {"from_status": "SIGNING", "to_status": "SIGNED"},
+            ).fetchone()
+            assert row is not None
+            plan = row["QUERY PLAN"][0]["Plan"]
+            nodes = scans(plan)
+            assert "ix_withdrawals_active" not in {n.get("Index Name") for n in nodes}, name
+            read = [n for n in nodes if n.get("Relation Name") == "withdrawals" and n["Node Type"] != "ModifyTable"]
+            assert read, name
+            for node in read:
+                assert node["Actual Rows"] * node["Actual Loops"] + node.get("Rows Removed by Filter", 0) <= 5, name
+            assert plan["Actual Rows"] == 5, name
