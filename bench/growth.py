@@ -10,7 +10,9 @@ filled up to that many CONFIRMED withdrawals (SQL generate_series, bench/history
 - the hot queries of sql/queries.sql are run under EXPLAIN (ANALYZE, BUFFERS), with the values a
   running system would pass, once as a custom plan (literal values) and once as the generic plan
   a prepared statement switches to (psycopg prepares a query after 5 runs on a connection);
-  scans of the big tables without an index are flagged;
+  scans of the big tables without an index are flagged; the status changes are planned with
+  2,000 withdrawals put in flight after ANALYZE (rolled back), and flagged when they find their
+  rows through the in-flight index instead of by id;
 - ingest: wrk (100 connections, 10 s, bench/post.lua) against POST /v1/withdrawals with no
   worker running, as bench/ingest.py does; the withdrawals it made are then cancelled (they stay
   in the tables, a few thousand more rows);
@@ -24,6 +26,7 @@ import re
 import shutil
 import sys
 import time
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -76,10 +79,49 @@ def table_sizes(url: str) -> dict[str, tuple[int, int]]:
 # Plans of the hot queries
 
 
+# Withdrawals put in flight (inside the EXPLAIN's rolled-back transaction) before the status
+# changes are planned: the statistics, taken after the fill, say no withdrawal is in flight, which
+# is what a table of settled withdrawals says between two ANALYZEs. A plan that finds the rows to
+# move through the in-flight statuses reads all of these to move 100.
+IN_FLIGHT = 2_000
+MOVED = 100
+
+Setup = list[tuple[str, tuple[Any, ...]]]  # statements run before the EXPLAIN, in its transaction
+
+
+def in_flight(client: str, sender: str, status: str, payout: uuid.UUID | None = None) -> tuple[list[uuid.UUID], Setup]:
+    """IN_FLIGHT new withdrawals of `client` moved to `status` (legal steps from PENDING), and a
+    payout of `sender` paying the first MOVED of them if `payout` is given."""
+    ids = [uuid.uuid4() for _ in range(IN_FLIGHT)]
+    setup: Setup = [
+        (
+            "INSERT INTO withdrawals (id, client_id, idempotency_key, request_hash, chain, asset, to_address, amount)"
+            " SELECT i, %s, 'growth-in-flight-' || i::text, '\\x00', 'localhost', 'USDT', %s, 1000000"
+            " FROM unnest(%s::uuid[]) i",
+            (client, sender, ids),
+        )
+    ]
+    path = {"PENDING": [], "SIGNING": ["VALIDATING", "SIGNING"]}[status]
+    setup += [("UPDATE withdrawals SET status = %s WHERE id = ANY(%s)", (step, ids)) for step in path]
+    if payout is not None:
+        setup += [
+            (
+                "INSERT INTO payouts (id, chain, sender, kind, asset, to_address)"
+                " VALUES (%s, 'localhost', %s, 'withdrawal', 'USDT', %s)",
+                (payout, sender, sender),
+            ),
+            (
+                "INSERT INTO payout_items (payout_id, withdrawal_id, amount) SELECT %s, unnest(%s::uuid[]), 1000000",
+                (payout, ids[:MOVED]),
+            ),
+        ]
+    return ids, setup
+
+
 def hot_queries(
     conn: Any, size: int, history_client: str, history_key: str, sender: str
-) -> list[tuple[str, str, dict]]:
-    """(label, query name, parameters) with the values a running system passes."""
+) -> list[tuple[str, str, dict] | tuple[str, str, dict, Setup]]:
+    """(label, query name, parameters[, setup]) with the values a running system passes."""
     w = conn.execute(
         "SELECT id, idempotency_key, created_at FROM withdrawals WHERE client_id = %s ORDER BY created_at DESC "
         "OFFSET %s LIMIT 1",
@@ -95,6 +137,9 @@ def hot_queries(
     # A sign job passes every PLANNED payout of a wallet: up to 200 (jobs/sign.py), 100 members each.
     many = [r["id"] for r in conn.execute("SELECT id FROM payouts ORDER BY created_at DESC LIMIT 200")]
     chain = "localhost"
+    pending, pending_setup = in_flight(history_client, sender, "PENDING")
+    payout = uuid.uuid4()
+    _, signing_setup = in_flight(history_client, sender, "SIGNING", payout)
     page = {
         "client_id": history_client,
         "statuses": None,
@@ -146,16 +191,23 @@ def hot_queries(
         ("claim_pending_withdrawals", "claim_pending_withdrawals", {"chain": chain, "limit": 500}),
         ("pending_exists", "pending_exists", {"chain": chain}),
         (
-            "transition_withdrawals",
+            f"transition_withdrawals ({MOVED} of {IN_FLIGHT:,} PENDING)",
             "transition_withdrawals",
             {
-                "ids": some,
+                "ids": pending[:MOVED],
                 "from_status": "PENDING",
                 "to_status": "VALIDATING",
                 "note": "x",
                 "failure_code": None,
                 "failure_reason": None,
             },
+            pending_setup,
+        ),
+        (
+            f"transition_withdrawals_of_payouts ({MOVED} of {IN_FLIGHT:,} SIGNING)",
+            "transition_withdrawals_of_payouts",
+            {"payout_ids": [payout], "notes": ["signed"], "from_status": "SIGNING", "to_status": "SIGNED"},
+            signing_setup,
         ),
         ("validating_withdrawals", "validating_withdrawals", {"chain": chain, "limit": 2000}),
         ("note_withdrawals", "note_withdrawals", {"ids": some, "note": "waiting"}),
@@ -195,9 +247,10 @@ def positional(text: str) -> tuple[str, list[str]]:
     return PARAM.sub(number, text), names
 
 
-def explain(url: str, label: str, name: str, params: dict[str, Any]) -> dict[str, Any]:
-    """EXPLAIN (ANALYZE, BUFFERS) of one named query, custom and generic plan, rolled back."""
-    out: dict[str, Any] = {"label": label}
+def explain(url: str, label: str, name: str, params: dict[str, Any], setup: Setup | None = None) -> dict[str, Any]:
+    """EXPLAIN (ANALYZE, BUFFERS) of one named query, custom and generic plan, each after `setup`
+    in the same transaction, rolled back."""
+    out: dict[str, Any] = {"label": label, "in_flight": bool(setup)}
     try:
         text = query(name)
     except KeyError as exc:  # sql/queries.sql changed: report it, plan the others
@@ -206,6 +259,8 @@ def explain(url: str, label: str, name: str, params: dict[str, Any]) -> dict[str
         cur = psycopg.ClientCursor(conn)
         try:
             with conn.transaction(force_rollback=True):
+                for statement, args in setup or []:
+                    cur.execute(statement, args)  # type: ignore[arg-type]
                 cur.execute("EXPLAIN (ANALYZE, BUFFERS) " + text, params)  # type: ignore[arg-type]
                 out["custom"] = "\n".join(r[0] for r in cur.fetchall())
         except psycopg.Error as exc:
@@ -213,6 +268,8 @@ def explain(url: str, label: str, name: str, params: dict[str, Any]) -> dict[str
         statement, names = positional(text)
         try:
             with conn.transaction(force_rollback=True):
+                for setup_statement, args in setup or []:
+                    cur.execute(setup_statement, args)  # type: ignore[arg-type]
                 cur.execute("SET LOCAL plan_cache_mode = force_generic_plan")
                 cur.execute("PREPARE bench_generic AS " + statement)  # type: ignore[arg-type]
                 placeholders = ", ".join(["%s"] * len(names))
@@ -279,7 +336,7 @@ def measure_size(
     if size > 0:
         with connect(url) as conn:
             queries = hot_queries(conn, size, history_client, history_key, sender)
-        plans = [explain(url, label, name, params) for label, name, params in queries]
+        plans = [explain(url, label, name, params, *setup) for label, name, params, *setup in queries]
     row: dict[str, Any] = {"size": size, "plans": plans, "tables": table_sizes(url)}
     ingest_client, ingest_key = new_client(url, f"ingest-{size}")
     row["ingest"] = ingest(api_url, ingest_key, args.duration)
@@ -347,7 +404,9 @@ def plan_summary(rows: list[dict[str, Any]]) -> list[str]:
     sizes = [row["size"] for row in rows]
     lines = [
         "Hot queries: execution ms (custom plan) and indexes used; **Seq Scan** on a big table is flagged "
-        f"({', '.join(BIG_TABLES)}). `generic` is the plan a prepared statement uses after 5 runs.",
+        f"({', '.join(BIG_TABLES)}). `generic` is the plan a prepared statement uses after 5 runs. "
+        f"The status changes are planned with {IN_FLIGHT:,} withdrawals put in flight after the statistics "
+        "were taken (rolled back afterwards); one that finds its rows through ix_withdrawals_active is flagged.",
         "",
         "| query | " + " | ".join(f"{s:,} rows: ms / buffers" for s in sizes) + " | indexes (largest size) | flags |",
         "|---|" + "---|" * len(sizes) + "---|---|",
@@ -368,6 +427,9 @@ def plan_summary(rows: list[dict[str, Any]]) -> list[str]:
                     flags.append(f"**Seq Scan** on {', '.join(big)} ({kind}, {row['size']:,})")
                 if s["error"]:
                     flags.append(f"{kind} plan not shown")
+                if plan.get("in_flight") and "ix_withdrawals_active" in s["indexes"]:
+                    # The rows to move are known by id: reading the in-flight index reads them all.
+                    flags.append(f"**reads every in-flight withdrawal** ({kind}, {row['size']:,})")
         last = summarize(rows[-1]["plans"][i]["custom"])
         lines.append(
             f"| {label} | " + " | ".join(cells) + f" | {', '.join(last['indexes']) or '-'} "
