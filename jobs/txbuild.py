@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,10 +60,18 @@ def _uint(fields: dict[str, Any], name: str) -> int:
     return value
 
 
+ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
+
+
 def _address(value: Any) -> bytes:
-    if not isinstance(value, str) or len(value) != 42 or value[:2] != "0x":
+    if not isinstance(value, str) or not ADDRESS.fullmatch(value):
         raise ValueError(f"transaction field to must be a 0x-prefixed 20-byte address, got {value!r}")
     return bytes.fromhex(value[2:])
+
+
+FIELDS = {
+    "chainId", "nonce", "to", "value", "data", "gas", "type", "maxFeePerGas", "maxPriorityFeePerGas", "gasPrice"
+}  # fmt: skip
 
 
 class Signer:
@@ -79,11 +88,16 @@ class Signer:
         self._key = coincurve.PrivateKey(bytes(account.key))
 
     def sign(self, fields: dict[str, Any]) -> SignedTx:
+        unknown = set(fields) - FIELDS
+        if unknown:  # an access list, say, would otherwise be left out of what is signed
+            raise ValueError(f"unsupported transaction fields: {', '.join(sorted(unknown))}")
         data = fields["data"]
         if not isinstance(data, bytes):
             raise ValueError("transaction field data must be bytes")
         chain_id, nonce, gas, value = (_uint(fields, name) for name in ("chainId", "nonce", "gas", "value"))
         to = _address(fields["to"])
+        if chain_id == 0:
+            raise ValueError("transaction field chainId must be positive")
         if "maxFeePerGas" in fields:
             if "gasPrice" in fields:
                 raise ValueError("an EIP-1559 transaction takes maxFeePerGas and maxPriorityFeePerGas, not gasPrice")
