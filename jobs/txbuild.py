@@ -69,9 +69,9 @@ def _address(value: Any) -> bytes:
     return bytes.fromhex(value[2:])
 
 
-FIELDS = {
-    "chainId", "nonce", "to", "value", "data", "gas", "type", "maxFeePerGas", "maxPriorityFeePerGas", "gasPrice"
-}  # fmt: skip
+COMMON_FIELDS = {"chainId", "nonce", "to", "value", "data", "gas"}
+EIP1559_FIELDS = COMMON_FIELDS | {"maxFeePerGas", "maxPriorityFeePerGas"}
+LEGACY_FIELDS = COMMON_FIELDS | {"gasPrice"}
 
 
 class Signer:
@@ -88,7 +88,15 @@ class Signer:
         self._key = coincurve.PrivateKey(bytes(account.key))
 
     def sign(self, fields: dict[str, Any]) -> SignedTx:
-        unknown = set(fields) - FIELDS
+        eip1559 = "maxFeePerGas" in fields or "maxPriorityFeePerGas" in fields
+        if eip1559 and "gasPrice" in fields:
+            raise ValueError("an EIP-1559 transaction takes maxFeePerGas and maxPriorityFeePerGas, not gasPrice")
+        wanted, kind = (EIP1559_FIELDS, 2) if eip1559 else (LEGACY_FIELDS, 0)
+        if fields.get("type", kind) != kind:
+            raise ValueError(f"unsupported transaction type {fields['type']!r} with these fee fields")
+        missing, unknown = wanted - set(fields), set(fields) - wanted - {"type"}
+        if missing:
+            raise ValueError(f"missing transaction fields: {', '.join(sorted(missing))}")
         if unknown:  # an access list, say, would otherwise be left out of what is signed
             raise ValueError(f"unsupported transaction fields: {', '.join(sorted(unknown))}")
         data = fields["data"]
@@ -98,18 +106,12 @@ class Signer:
         to = _address(fields["to"])
         if chain_id == 0:
             raise ValueError("transaction field chainId must be positive")
-        if "maxFeePerGas" in fields:
-            if "gasPrice" in fields:
-                raise ValueError("an EIP-1559 transaction takes maxFeePerGas and maxPriorityFeePerGas, not gasPrice")
-            if fields.get("type", 2) != 2:
-                raise ValueError(f"unsupported transaction type {fields['type']!r} with maxFeePerGas")
+        if eip1559:
             tip, cap = _uint(fields, "maxPriorityFeePerGas"), _uint(fields, "maxFeePerGas")
             body = [chain_id, nonce, tip, cap, gas, to, value, data, []]  # [] = no access list
             y, r, s = self._signature(keccak(b"\x02" + rlp.encode(body)))
             raw = b"\x02" + rlp.encode([*body, y, r, s])
         else:
-            if fields.get("type", 0) != 0:
-                raise ValueError(f"unsupported transaction type {fields['type']!r}")
             body = [nonce, _uint(fields, "gasPrice"), gas, to, value, data]
             y, r, s = self._signature(keccak(rlp.encode([*body, chain_id, 0, 0])))
             raw = rlp.encode([*body, chain_id * 2 + 35 + y, r, s])

@@ -81,14 +81,15 @@ LIMIT %(limit)s;
 -- name: transition_withdrawals
 -- Compare-and-set of the status of some withdrawals (money rule 4); the trigger checks the edge and
 -- writes the event rows. Returns the ids that were in from_status and moved.
--- The status is compared as text so that no plan finds the rows through ix_withdrawals_active:
+-- The status is compared as text (the parameter still read as a status: a wrong name is an error)
+-- so that no plan finds the rows through ix_withdrawals_active:
 -- statistics taken when few withdrawals were in from_status (every in-flight status, in a table of
 -- settled ones) make that index look cheaper than the ids, and a custom plan then reads every
 -- withdrawal in from_status, thousands under load, to move a few.
 UPDATE withdrawals
 SET status = %(to_status)s::withdrawal_status, status_note = %(note)s,
     failure_code = %(failure_code)s, failure_reason = %(failure_reason)s
-WHERE id = ANY(%(ids)s::uuid[]) AND status::text = %(from_status)s::text
+WHERE id = ANY(%(ids)s::uuid[]) AND status::text = %(from_status)s::withdrawal_status::text
 RETURNING id;
 
 -- name: cancel_withdrawal
@@ -302,7 +303,7 @@ UPDATE withdrawals w
 SET status = %(to_status)s::withdrawal_status, status_note = t.note, failure_code = NULL, failure_reason = NULL
 FROM payout_items i
 JOIN unnest(%(payout_ids)s::uuid[], %(notes)s::text[]) AS t (payout_id, note) ON t.payout_id = i.payout_id
-WHERE i.live AND w.id = i.withdrawal_id AND w.status::text = %(from_status)s::text
+WHERE i.live AND w.id = i.withdrawal_id AND w.status::text = %(from_status)s::withdrawal_status::text
 RETURNING w.id;
 
 -- name: live_withdrawals_of_payouts

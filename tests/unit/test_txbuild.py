@@ -67,6 +67,7 @@ def test_one_signer_signs_many_and_checksummed_addresses_sign_alike() -> None:
         ({"data": "0x"}, "data must be bytes"),
         ({"gasPrice": 1}, "not gasPrice"),
         ({"type": 1}, "unsupported transaction type 1"),
+        ({"maxFeePerGas": None}, "maxFeePerGas must be an integer"),
     ],
 )
 def test_bad_fields_are_refused(change: dict[str, Any], message: str) -> None:
@@ -85,8 +86,14 @@ def test_bad_fields_are_refused(change: dict[str, Any], message: str) -> None:
         sign(dev_account(3), fields | change)
 
 
-def test_a_legacy_transaction_of_another_type_is_refused() -> None:
+def test_a_legacy_transaction_is_refused_what_it_would_not_sign() -> None:
     fields = {"chainId": 1, "nonce": 0, "to": dev_account(4).address, "value": 1, "data": b"", "gas": 21_000}
     with pytest.raises(ValueError, match="unsupported transaction type 1"):
         sign(dev_account(3), fields | {"gasPrice": 1, "type": 1})
+    with pytest.raises(ValueError, match="not gasPrice"):
+        sign(dev_account(3), fields | {"gasPrice": 1, "maxPriorityFeePerGas": 1})
+    with pytest.raises(ValueError, match="missing transaction fields: maxFeePerGas"):
+        sign(dev_account(3), fields | {"maxPriorityFeePerGas": 1})
+    with pytest.raises(ValueError, match="missing transaction fields: gasPrice, nonce"):
+        sign(dev_account(3), {k: v for k, v in fields.items() if k != "nonce"})
     assert sign(dev_account(3), fields | {"gasPrice": 1, "type": 0}) == sign(dev_account(3), fields | {"gasPrice": 1})
