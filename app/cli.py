@@ -53,14 +53,20 @@ class CommandError(Exception):
     """A command that cannot do what was asked; the message says why."""
 
 
-def migrate(database_url: str) -> None:
-    from alembic import command
+def alembic_config(database_url: str) -> Any:
+    """The project's Alembic configuration (alembic.ini) for `database_url` (an alembic Config)."""
     from alembic.config import Config
 
     config = Config(str(REPO_ROOT / "alembic.ini"))
     config.attributes["database_url"] = database_url
     config.attributes["configure_logging"] = False
-    command.upgrade(config, "head")
+    return config
+
+
+def migrate(database_url: str) -> None:
+    from alembic import command
+
+    command.upgrade(alembic_config(database_url), "head")
 
 
 def connect(settings: Settings) -> psycopg.Connection[Any]:  # rows are dicts (dict_row)

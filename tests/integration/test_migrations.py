@@ -10,20 +10,13 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 from alembic import command
-from alembic.config import Config
 
-from tests.conftest import ADMIN_URL, REPO_ROOT, _with_db
+from app.cli import alembic_config
+from tests.conftest import ADMIN_URL, _with_db
 
 # Down to the first revision, one step at a time (0001 itself is not downgraded: restore a backup).
 DOWN = ["0006", "0005", "0004", "0003", "0002", "0001"]
 ADDRESS = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
-
-
-def alembic(url: str) -> Config:
-    config = Config(str(REPO_ROOT / "alembic.ini"))
-    config.attributes["database_url"] = url
-    config.attributes["configure_logging"] = False
-    return config
 
 
 @pytest.fixture
@@ -75,7 +68,7 @@ def status_machine_holds(url: str, client_id: uuid.UUID) -> None:
 
 
 def test_every_downgrade_keeps_the_status_machine_and_upgrading_again_restores_head(scratch_url: str) -> None:
-    config = alembic(scratch_url)
+    config = alembic_config(scratch_url)
     command.upgrade(config, "head")
     head = definitions(scratch_url)
     assert "function withdrawals_check_and_record" in head
