@@ -134,6 +134,17 @@ def transfer(sender: int, *, nonce: int, fees: Fees, value: int = 1, chain_id: i
     return Account.sign_transaction(tx | fees.tx_fields(), dev_account(sender).key)
 
 
+async def mined_receipt(rpc: RpcClient, tx_hash: str) -> dict[str, Any] | None:
+    """The receipt once anvil's automine has mined the transaction (None after 5 s): the answer
+    to eth_sendRawTransaction can come before the block holding it is recorded."""
+    for _ in range(250):
+        receipt = await rpc.get_receipt(tx_hash)
+        if receipt is not None:
+            return receipt
+        await asyncio.sleep(0.02)
+    return None
+
+
 async def rejection(rpc: RpcClient, signed: SignedTransaction) -> RpcError:
     with pytest.raises(RpcError) as info:
         await rpc.send_raw_transaction(signed.raw_transaction)
@@ -296,7 +307,7 @@ def test_a_used_nonce_is_nonce_too_low(anvil_url: str) -> None:
         async with RpcClient([anvil_url], chain_id=CHAIN_ID) as rpc:
             first = transfer(1, nonce=0, fees=fees)
             assert await rpc.send_raw_transaction(first.raw_transaction) == first.hash.to_0x_hex()
-            receipt = await rpc.get_receipt(first.hash.to_0x_hex())
+            receipt = await mined_receipt(rpc, first.hash.to_0x_hex())
             assert receipt is not None and receipt["status"] == "0x1"
             error = await rejection(rpc, transfer(1, nonce=0, fees=fees, value=2))
         assert error.kind is RpcErrorKind.NONCE_TOO_LOW and is_maybe_mined(error.kind)
@@ -465,7 +476,7 @@ def test_legacy_chains_use_the_gas_price(tmp_path: Path) -> None:
             assert fees == Fees.legacy(await rpc.gas_price())
             signed = transfer(6, nonce=0, fees=fees)
             await rpc.send_raw_transaction(signed.raw_transaction)
-            receipt = await rpc.get_receipt(signed.hash.to_0x_hex())
+            receipt = await mined_receipt(rpc, signed.hash.to_0x_hex())
             assert receipt is not None and receipt["type"] == "0x0"
             capped = await suggest_fees(rpc, replace(legacy, max_fee_per_gas=7))
             assert capped == Fees.legacy(7, capped=True)
