@@ -6,6 +6,7 @@ withdrawal and deferring its first job commit together (the transactional outbox
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -41,21 +42,21 @@ async def insert_withdrawals(conn: AsyncConnection, creates: Sequence[tuple[byte
     takes them into the pipeline, in one statement. Per create, its row, or None, with nothing
     written for it, when the key is unknown or revoked, the idempotency key was used already (also
     by an earlier create of the same call), or the recipient is our own wallet."""
-    columns: dict[str, list[Any]] = {
-        "ordinals": list(range(len(creates))),
-        "key_hashes": [key_hash for key_hash, _ in creates],
-    }
-    for name, field_name in (
-        ("idempotency_keys", "idempotency_key"),
-        ("request_hashes", "request_hash"),
-        ("chains", "chain"),
-        ("assets", "asset"),
-        ("to_addresses", "to_address"),
-        ("amounts", "amount"),
-        ("references", "reference"),
-    ):
-        columns[name] = [getattr(w, field_name) for _, w in creates]
-    cur = await conn.execute(query("insert_withdrawal"), columns)
+    payload = [
+        {
+            "ordinal": ordinal,
+            "key_hash": key_hash.hex(),
+            "idempotency_key": w.idempotency_key,
+            "request_hash": w.request_hash.hex(),
+            "chain": w.chain,
+            "asset": w.asset,
+            "to_address": w.to_address,
+            "amount": str(w.amount),
+            "reference": w.reference,
+        }
+        for ordinal, (key_hash, w) in enumerate(creates)
+    ]
+    cur = await conn.execute(query("insert_withdrawal"), {"creates": json.dumps(payload)})
     rows: list[Row | None] = [None] * len(creates)
     taken: set[Any] = set()
     for row in sorted(await cur.fetchall(), key=lambda r: r["ordinal"]):  # type: ignore[call-overload]

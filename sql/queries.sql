@@ -23,11 +23,13 @@ WHERE k.key_hash = %(key_hash)s AND k.revoked_at IS NULL AND c.disabled_at IS NU
 -- queues one every second while any is PENDING. Procrastinate's triggers on its table notify the
 -- workers as for any defer. The priority is jobs/queue.py PRIORITY["validate"] (a test keeps the
 -- two equal).
+-- The creates come as one JSON array of objects (hashes in hex, the amount as a decimal string):
+-- psycopg writes one JSON text in C, where nine arrays cost it about twice the client CPU.
 WITH input AS (
-    SELECT * FROM unnest(%(ordinals)s::integer[], %(key_hashes)s::bytea[], %(idempotency_keys)s::text[],
-                         %(request_hashes)s::bytea[], %(chains)s::text[], %(assets)s::text[],
-                         %(to_addresses)s::text[], %(amounts)s::numeric[], %(references)s::text[])
-        AS t (ordinal, key_hash, idempotency_key, request_hash, chain, asset, to_address, amount, reference)
+    SELECT t.ordinal, decode(t.key_hash, 'hex') AS key_hash, t.idempotency_key,
+           decode(t.request_hash, 'hex') AS request_hash, t.chain, t.asset, t.to_address, t.amount, t.reference
+    FROM json_to_recordset(%(creates)s::json) AS t (ordinal integer, key_hash text, idempotency_key text,
+        request_hash text, chain text, asset text, to_address text, amount numeric, reference text)
 ), keyed AS (
     SELECT input.*, k.client_id
     FROM input

@@ -109,6 +109,34 @@ def test_a_create_that_fails_does_not_fail_the_others_of_its_batch(db: Conn, dat
     assert [int(r["amount"]) for r in rows] == [1, 2, 3]
 
 
+def test_a_batch_stores_every_field_exactly_as_given(db: Conn, database_url: str) -> None:
+    """The creates travel to Postgres as one JSON text: quotes, backslashes, escape-like text and
+    every byte value of a hash come back as they went in."""
+    client_id, key = make_client(db, "acme")
+    odd = ['a"b', "c\\d", "\\u0041", '{"x": 1}', "'; --", "tab\tand/slash", "é ü 中", "]}"]
+    creates = [
+        NewWithdrawal(text, bytes(range(i, i + 32)), "localhost", "USDT", RECIPIENT, 2**256 - 1 - i, text)
+        for i, text in enumerate(odd)
+    ]
+
+    async def run() -> list[Any]:
+        pool = await open_pool(database_url, max_size=2)
+        try:
+            intake = Intake(pool, writers=1)
+            return await asyncio.gather(*(intake.create(hash_key(key), new) for new in creates))
+        finally:
+            await pool.close()
+
+    outcomes = asyncio.run(run())
+    assert [o["idempotency_key"] for o in outcomes] == odd
+    rows = db.execute(
+        "SELECT idempotency_key, request_hash, amount, reference FROM withdrawals WHERE client_id = %s",
+        (client_id,),
+    ).fetchall()
+    stored = {r["idempotency_key"]: (bytes(r["request_hash"]), int(r["amount"]), r["reference"]) for r in rows}
+    assert stored == {new.idempotency_key: (new.request_hash, new.amount, new.reference) for new in creates}
+
+
 @pytest.mark.parametrize("writers", [1, 4])
 def test_creates_with_one_idempotency_key_never_share_a_batch(db: Conn, database_url: str, writers: int) -> None:
     client_id, key = make_client(db, "acme")
