@@ -5,7 +5,9 @@
 Creates a scratch database (`payouts_bench`, on TEST_DATABASE_URL's server), serves the API and
 the yardstick endpoints (bench/server.py) from one uvicorn process (uvloop, httptools, one
 worker), and drives them with wrk (Debian package `wrk`, a separate process; 2 threads) at 10,
-100 and 1,000 connections.
+100 and 1,000 connections, each taking all the server gives; then the API alone again at 100
+connections, paced (each client pauses between requests) to offer the bare INSERT+defer
+endpoint's throughput and 50 and 75 % of the API's: latency at a given load.
 The database first gets a history of SEED withdrawals (bench/history.py). No job worker runs, so
 the measure is the API alone. All share the machine's 2 cores with wrk.
 """
@@ -31,6 +33,10 @@ from jobs import devchain
 from tests.conftest import ADMIN_URL, REPO_ROOT, free_port
 
 CONNECTIONS = (10, 100, 1000)
+PACED_CONNECTIONS = 100
+PACED_SHARES = (0.5, 0.75)
+CALIBRATION_RUNS = 3
+CALIBRATION_SECONDS = 3
 RECIPIENT = "0x976EA74026E726554dB657fA54763abd0C3a0aa9"
 HISTORY_PAYEE = "0x" + "00" * 19 + "01"  # the history payouts' `to`: no chain runs here
 SCRIPT = REPO_ROOT / "bench" / "post.lua"
@@ -55,12 +61,18 @@ def scratch_database() -> str:
     return url
 
 
-def run_wrk(url: str, path: str, key: str, connections: int, seconds: int, run: str) -> dict[str, float]:
+def run_wrk(
+    url: str, path: str, key: str, connections: int, seconds: int, run: str, think_ms: float = 0
+) -> dict[str, float]:
+    """wrk's figures; with think_ms, each connection pauses that long on average before each
+    request (bench/post.lua), so the load is what N clients offer rather than all the server takes."""
     env = os.environ | {"BENCH_PATH": path, "BENCH_KEY": key, "BENCH_TO": RECIPIENT, "BENCH_RUN": run}
+    if think_ms:
+        env["BENCH_THINK_MS"] = f"{think_ms:.3f}"
     done = subprocess.run(
         [
             "wrk",
-            "-t2",
+            f"-t{min(2, connections)}",
             f"-c{connections}",
             f"-d{seconds}s",
             "--timeout",
@@ -86,6 +98,21 @@ def run_wrk(url: str, path: str, key: str, connections: int, seconds: int, run: 
         "requests": int(requests),
         "errors": int(errors),
     }
+
+
+def calibrate(base: str, key: str, offered: float, run: str) -> float:
+    """The mean pause that makes PACED_CONNECTIONS clients send about `offered` requests/s.
+
+    A client sends once per pause plus latency: N / (pause + latency) requests/s in all. Latency
+    grows with the load, so short runs correct the pause for the latency they saw."""
+    think = PACED_CONNECTIONS / offered * 1000
+    for attempt in range(CALIBRATION_RUNS):
+        got = run_wrk(base, "/v1/withdrawals", key, PACED_CONNECTIONS, CALIBRATION_SECONDS, f"{run}-{attempt}", think)
+        if abs(got["rps"] / offered - 1) < 0.03:
+            break
+        # pause + latency = N / achieved; keep the latency, aim the sum at N / offered.
+        think = max(0.0, think + (PACED_CONNECTIONS / offered - PACED_CONNECTIONS / got["rps"]) * 1000)
+    return think
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -132,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         stderr=subprocess.STDOUT,
     )
     rows = []
+    paced: list[tuple[str, float, float, dict[str, float]]] = []
     try:
         devchain.wait_until_serving(f"http://127.0.0.1:{port}/healthz", server, 30)
         base = f"http://127.0.0.1:{port}"
@@ -149,6 +177,19 @@ def main(argv: list[str] | None = None) -> int:
                 f"no-op {floor['rps']:.0f}/s p95 {floor['p95']:.1f} ms",
                 flush=True,
             )
+        # The same 100 clients, each pausing between requests: latency at a given load rather
+        # than at saturation (where Little's law sets it: 100 / throughput).
+        saturated = next(api for connections, api, *_ in rows if connections == PACED_CONNECTIONS)
+        bare_rps = next(bare for connections, _, bare, *_ in rows if connections == PACED_CONNECTIONS)["rps"]
+        targets = [("bare INSERT+defer's throughput", bare_rps)]
+        targets += [(f"{share:.0%} of the API's", share * saturated["rps"]) for share in PACED_SHARES]
+        for label, offered in targets:
+            think = calibrate(base, key, offered, f"{run}-calibrate-{offered:.0f}")
+            got = run_wrk(
+                base, "/v1/withdrawals", key, PACED_CONNECTIONS, args.duration, f"{run}-paced-{offered:.0f}", think
+            )
+            paced.append((label, offered, think, got))
+            print(f"paced, {label} ({offered:.0f}/s offered): {got['rps']:.0f}/s p95 {got['p95']:.1f} ms", flush=True)
     finally:
         server.terminate()
         server.wait(timeout=20)
@@ -176,6 +217,22 @@ def main(argv: list[str] | None = None) -> int:
             f"| {api['rps'] / one['rps']:.0%} "
             f"| {floor['rps']:,.0f} | {floor['p50']:.1f} / {floor['p95']:.1f} / {floor['p99']:.1f} "
             f"| {api['errors']} / {bare['errors']} / {one['errors']} / {floor['errors']} |"
+        )
+    lines += [
+        "",
+        f"Paced: {PACED_CONNECTIONS} connections to POST /v1/withdrawals, each pausing before each request for a "
+        "random time (exponential; mean = connections / offered rate), so the clients offer a rate instead "
+        "of taking all the server gives. A client's pause starts when its answer arrives, so short runs "
+        "first set the pause for the latency at that load (bench.ingest.calibrate); achieved is what the "
+        "measured run got.",
+        "",
+        "| offered | offered req/s | mean pause ms | achieved req/s | p50 / p95 / p99 ms | errors |",
+        "|---|---|---|---|---|---|",
+    ]
+    for label, offered, think, got in paced:
+        lines.append(
+            f"| {label} | {offered:,.0f} | {think:.1f} | {got['rps']:,.0f} "
+            f"| {got['p50']:.1f} / {got['p95']:.1f} / {got['p99']:.1f} | {got['errors']} |"
         )
     text = "\n".join(lines) + "\n"
     print(text)

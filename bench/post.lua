@@ -1,5 +1,8 @@
 -- wrk script: POST a withdrawal with a unique Idempotency-Key per request.
--- Environment: BENCH_PATH, BENCH_KEY (API key), BENCH_TO (recipient).
+-- Environment: BENCH_PATH, BENCH_KEY (API key), BENCH_TO (recipient); BENCH_THINK_MS, when set,
+-- makes each connection pause before each request for a random time (exponential, that mean in
+-- milliseconds), so that N connections offer about N / (think + latency) requests per second
+-- instead of as many as the server can answer.
 local counter = 0
 local thread_id = 0
 local threads = {}
@@ -9,8 +12,11 @@ function setup(thread)
   table.insert(threads, thread)
 end
 
+local think = tonumber(os.getenv("BENCH_THINK_MS") or "0")
+
 function init(args)
   thread_id = id
+  math.randomseed((tonumber(os.getenv("BENCH_RUN"):match("^%d+")) or 0) % 1000003 + id)
   wrk.method = "POST"
   wrk.path = os.getenv("BENCH_PATH")
   wrk.headers["Content-Type"] = "application/json"
@@ -22,6 +28,13 @@ function request()
   counter = counter + 1
   wrk.headers["Idempotency-Key"] = os.getenv("BENCH_RUN") .. "-" .. thread_id .. "-" .. counter
   return wrk.format()
+end
+
+if think > 0 then
+  -- wrk waits whole milliseconds: +0.5 rounds the mean rather than truncating it.
+  function delay()
+    return -think * math.log(1 - math.random()) + 0.5
+  end
 end
 
 function done(summary, latency, requests)
