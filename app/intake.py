@@ -1,11 +1,15 @@
 """Group commit for creates: the creates that requests make at about the same time are written
 by one statement in one transaction (db/withdrawals.py insert_withdrawals).
 
-A create joins a queue; a writer takes everything queued (up to MAX_BATCH) as soon as it has a
-connection, so nothing waits on a timer: alone, a create is written at once, as before; under
-load, creates that arrive while a batch is being written go together in the next one. Up to
-WRITERS batches are written at once, each on its own pooled connection. Each request is answered
-only after its batch commits, so a 201 still means the withdrawal and its job are stored.
+A create joins a queue; a writer takes everything queued (up to MAX_BATCH) and writes it on a
+pooled connection. A create that comes alone (the one before it came LINGER or more earlier) is
+written at once. Under load (creates less than LINGER apart) the writer first waits until LINGER
+after the oldest waiting create arrived, so that the creates of those few milliseconds share one
+statement: a statement costs the API and Postgres about 0.65 ms of CPU whatever its size and about
+0.1 ms per create, so at 1,000 creates/s one create per statement would spend most of that CPU
+on the statements. Only one writer collects at a time; up to WRITERS batches are written at once,
+each on its own connection. Each request is answered only after its batch commits, so a 201 still
+means the withdrawal and its job are stored.
 
 Two creates with the same idempotency key never share a batch (the second waits for the next),
 so each learns the outcome a lone request would. When a batch fails because of what one create
@@ -30,12 +34,14 @@ log = logging.getLogger("payouts.api.intake")
 
 MAX_BATCH = 64
 WRITERS = 4
+LINGER = 0.003  # seconds
 MAX_QUEUED = 4_096
 # SQLSTATE classes of errors that come from one create's data (22 data exception, 23 integrity
 # constraint) and transaction conflicts worth a retry (40001 serialization, 40P01 deadlock).
 RETRY_ALONE = ("22", "23", "40001", "40P01")
 
-Pending = tuple[bytes, repo.NewWithdrawal, "asyncio.Future[dict[str, Any] | None]"]
+# (API key hash, create, its request's future, when it arrived by the loop's clock)
+Pending = tuple[bytes, repo.NewWithdrawal, "asyncio.Future[dict[str, Any] | None]", float]
 
 
 class Busy(Exception):
@@ -43,11 +49,17 @@ class Busy(Exception):
 
 
 class Intake:
-    def __init__(self, pool: AsyncConnectionPool, max_batch: int = MAX_BATCH, writers: int = WRITERS) -> None:
+    def __init__(
+        self, pool: AsyncConnectionPool, max_batch: int = MAX_BATCH, writers: int = WRITERS, linger: float = LINGER
+    ) -> None:
         self.pool = pool
         self.max_batch = max_batch
         self.writers = writers
+        self.linger = linger
         self.running = 0
+        self.collecting = 0
+        self.last_arrival = float("-inf")
+        self.gap = float("inf")  # seconds between the last two creates
         self.queue: deque[Pending] = deque()
         self.tasks: set[asyncio.Task[None]] = set()
 
@@ -56,9 +68,13 @@ class Intake:
         Raises Busy when MAX_QUEUED creates are already waiting."""
         if len(self.queue) >= MAX_QUEUED:
             raise Busy(f"{len(self.queue)} creates are waiting to be written")
-        done: asyncio.Future[dict[str, Any] | None] = asyncio.get_running_loop().create_future()
-        self.queue.append((key_hash, new, done))
-        if self.running < self.writers:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[dict[str, Any] | None] = loop.create_future()
+        now = loop.time()
+        self.gap, self.last_arrival = now - self.last_arrival, now
+        self.queue.append((key_hash, new, done, now))
+        # A writer that is collecting takes this create too, unless its batch is full already.
+        if self.running < self.writers and (not self.collecting or len(self.queue) > self.max_batch):
             self.running += 1
             task = asyncio.create_task(self._write())
             self.tasks.add(task)
@@ -86,34 +102,50 @@ class Intake:
         self.queue.extendleft(reversed(later))
         return batch
 
+    async def _collect(self) -> None:
+        """Under load, wait until LINGER after the oldest waiting create arrived (see above)."""
+        if self.gap >= self.linger or len(self.queue) >= self.max_batch:
+            return
+        wait = self.queue[0][3] + self.linger - asyncio.get_running_loop().time()
+        if wait <= 0:
+            return
+        self.collecting += 1
+        try:
+            await asyncio.sleep(wait)
+        finally:
+            self.collecting -= 1
+
     async def _write(self) -> None:
         batch: list[Pending] = []
         try:
             while self.queue:
+                await self._collect()
                 batch = self._take()
+                if not batch:
+                    break  # another writer took them while this one collected
                 try:
                     async with self.pool.connection() as conn:
-                        rows = await repo.insert_withdrawals(conn, [(k, w) for k, w, _ in batch])
+                        rows = await repo.insert_withdrawals(conn, [(k, w) for k, w, _, _ in batch])
                 except Exception as exc:  # noqa: BLE001 - each create gets its own outcome below
                     await self._after_failure(batch, exc)
                 else:
-                    for (_, _, done), row in zip(batch, rows, strict=True):
+                    for (_, _, done, _), row in zip(batch, rows, strict=True):
                         _settle(done, row)
                 batch = []
         finally:
             self.running -= 1
             # Cancelled (at shutdown) with a batch in hand: its requests hear it, not silence.
-            for _, _, done in batch:
+            for _, _, done, _ in batch:
                 _settle(done, ConnectionError("the API stopped before the create was written"))
 
     async def _after_failure(self, batch: list[Pending], exc: Exception) -> None:
         sqlstate = getattr(exc, "sqlstate", None) or ""
         if len(batch) == 1 or not sqlstate.startswith(RETRY_ALONE):
-            for _, _, done in batch:
+            for _, _, done, _ in batch:
                 _settle(done, exc)
             return
         log.warning("a batch of %d creates failed (SQLSTATE %s); writing each alone", len(batch), sqlstate)
-        for key_hash, new, done in batch:
+        for key_hash, new, done, _ in batch:
             try:
                 async with self.pool.connection() as conn:
                     (row,) = await repo.insert_withdrawals(conn, [(key_hash, new)])

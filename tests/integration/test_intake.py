@@ -4,6 +4,7 @@ and each request still gets the answer it would get alone."""
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from typing import Any
 
@@ -135,6 +136,41 @@ def test_a_batch_stores_every_field_exactly_as_given(db: Conn, database_url: str
     ).fetchall()
     stored = {r["idempotency_key"]: (bytes(r["request_hash"]), int(r["amount"]), r["reference"]) for r in rows}
     assert stored == {new.idempotency_key: (new.request_hash, new.amount, new.reference) for new in creates}
+
+
+def test_under_load_creates_a_little_apart_share_a_statement_and_a_lone_one_does_not_wait(
+    db: Conn, database_url: str
+) -> None:
+    client_id, key = make_client(db, "acme")
+    linger = 1.0  # long against the 100 ms the creates take to arrive, even on a slow machine
+
+    async def run() -> tuple[float, list[Any]]:
+        pool = await open_pool(database_url, max_size=4)
+        try:
+            intake = Intake(pool, writers=4, linger=linger)
+            started = time.monotonic()
+            await intake.create(hash_key(key), order_of(1))  # alone: written at once
+            alone = time.monotonic() - started
+            creates = []
+            for amount in range(2, 12):  # 10 ms apart: each would be written alone without collecting
+                creates.append(asyncio.ensure_future(intake.create(hash_key(key), order_of(amount))))
+                await asyncio.sleep(0.01)
+            return alone, await asyncio.gather(*creates)
+        finally:
+            await pool.close()
+
+    alone, rows = asyncio.run(run())
+    assert alone < linger / 2
+    assert [int(r["amount"]) for r in rows] == list(range(2, 12))
+    statements = db.execute(
+        "SELECT array_agg(amount::int ORDER BY amount) AS amounts FROM withdrawals WHERE client_id = %s "
+        "GROUP BY created_at ORDER BY min(amount)",
+        (client_id,),
+    ).fetchall()
+    # The first came alone and was written alone; the others came less than `linger` apart and
+    # share one statement (without collecting, each would have its own: 10 ms apart, a statement
+    # takes about 1 ms).
+    assert [r["amounts"] for r in statements] == [[1], list(range(2, 12))]
 
 
 @pytest.mark.parametrize("writers", [1, 4])
