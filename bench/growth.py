@@ -53,6 +53,7 @@ from bench.stack import (
     start_workers,
     terminate_on_sigterm,
 )
+from db import withdrawals as repo
 from db.clients import hash_key
 from db.queries import query
 from tests.conftest import REPO_ROOT
@@ -156,17 +157,22 @@ def hot_queries(
         (
             "insert_withdrawal",
             "insert_withdrawal",
-            {
-                "ordinals": [0],
-                "key_hashes": [hash_key(history_key)],
-                "idempotency_keys": [f"explain-{time.time_ns()}"],
-                "request_hashes": [b"x" * 32],
-                "chains": [chain],
-                "assets": ["USDT"],
-                "to_addresses": ["0x976EA74026E726554dB657fA54763abd0C3a0aa9"],
-                "amounts": [1_500_000],
-                "references": [None],
-            },
+            repo.insert_params(
+                [
+                    (
+                        hash_key(history_key),
+                        repo.NewWithdrawal(
+                            idempotency_key=f"explain-{time.time_ns()}",
+                            request_hash=b"x" * 32,
+                            chain=chain,
+                            asset="USDT",
+                            to_address="0x976EA74026E726554dB657fA54763abd0C3a0aa9",
+                            amount=1_500_000,
+                            reference=None,
+                        ),
+                    )
+                ]
+            ),
         ),
         (
             "get_withdrawal_by_idempotency_key",

@@ -37,11 +37,8 @@ class NewWithdrawal:
     reference: str | None
 
 
-async def insert_withdrawals(conn: AsyncConnection, creates: Sequence[tuple[bytes, NewWithdrawal]]) -> list[Row | None]:
-    """Insert each (API key hash, withdrawal) for the client behind the key, with the job that
-    takes them into the pipeline, in one statement. Per create, its row, or None, with nothing
-    written for it, when the key is unknown or revoked, the idempotency key was used already (also
-    by an earlier create of the same call), or the recipient is our own wallet."""
+def insert_params(creates: Sequence[tuple[bytes, NewWithdrawal]]) -> dict[str, str]:
+    """The parameters of the `insert_withdrawal` query: the creates as one JSON text."""
     payload = [
         {
             "ordinal": ordinal,
@@ -56,7 +53,15 @@ async def insert_withdrawals(conn: AsyncConnection, creates: Sequence[tuple[byte
         }
         for ordinal, (key_hash, w) in enumerate(creates)
     ]
-    cur = await conn.execute(query("insert_withdrawal"), {"creates": json.dumps(payload)})
+    return {"creates": json.dumps(payload)}
+
+
+async def insert_withdrawals(conn: AsyncConnection, creates: Sequence[tuple[bytes, NewWithdrawal]]) -> list[Row | None]:
+    """Insert each (API key hash, withdrawal) for the client behind the key, with the job that
+    takes them into the pipeline, in one statement. Per create, its row, or None, with nothing
+    written for it, when the key is unknown or revoked, the idempotency key was used already (also
+    by an earlier create of the same call), or the recipient is our own wallet."""
+    cur = await conn.execute(query("insert_withdrawal"), insert_params(creates))
     rows: list[Row | None] = [None] * len(creates)
     taken: set[Any] = set()
     for row in sorted(await cur.fetchall(), key=lambda r: r["ordinal"]):  # type: ignore[call-overload]
