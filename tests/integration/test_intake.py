@@ -142,12 +142,13 @@ def test_under_load_creates_a_little_apart_share_a_statement_and_a_lone_one_does
     db: Conn, database_url: str
 ) -> None:
     client_id, key = make_client(db, "acme")
-    linger = 1.0  # long against the 100 ms the creates take to arrive, even on a slow machine
+    # Long against the 100 ms the creates take to arrive and their 10 ms gaps, even on a slow machine.
+    linger, quiet = 1.0, 0.5
 
     async def run() -> tuple[float, list[Any]]:
         pool = await open_pool(database_url, max_size=4)
         try:
-            intake = Intake(pool, writers=4, linger=linger)
+            intake = Intake(pool, writers=4, linger=linger, quiet=quiet)
             started = time.monotonic()
             await intake.create(hash_key(key), order_of(1))  # alone: written at once
             alone = time.monotonic() - started
@@ -171,6 +172,32 @@ def test_under_load_creates_a_little_apart_share_a_statement_and_a_lone_one_does
     # share one statement (without collecting, each would have its own: 10 ms apart, a statement
     # takes about 1 ms).
     assert [r["amounts"] for r in statements] == [[1], list(range(2, 12))]
+
+
+def test_a_burst_is_written_once_no_more_creates_come_without_waiting_the_whole_linger(
+    db: Conn, database_url: str
+) -> None:
+    client_id, key = make_client(db, "acme")
+    linger, quiet = 5.0, 0.05
+
+    async def run() -> tuple[float, list[Any]]:
+        pool = await open_pool(database_url, max_size=4)
+        try:
+            intake = Intake(pool, writers=4, linger=linger, quiet=quiet)
+            await intake.create(hash_key(key), order_of(1))
+            started = time.monotonic()
+            rows = await asyncio.gather(*(intake.create(hash_key(key), order_of(a)) for a in range(2, 7)))
+            return time.monotonic() - started, rows
+        finally:
+            await pool.close()
+
+    took, rows = asyncio.run(run())
+    assert took < linger / 2  # written once `quiet` passed without a create, not after `linger`
+    assert [int(r["amount"]) for r in rows] == [2, 3, 4, 5, 6]
+    batches = db.execute(
+        "SELECT count(DISTINCT created_at) AS n FROM withdrawals WHERE client_id = %s AND amount > 1", (client_id,)
+    ).fetchone()
+    assert batches is not None and batches["n"] == 1
 
 
 @pytest.mark.parametrize("writers", [1, 4])
