@@ -38,6 +38,7 @@ MAX_BATCH = 64
 WRITERS = 4
 LINGER = 0.003  # seconds
 QUIET = 0.001  # seconds
+MIN_WAIT = 0.0005  # seconds
 MAX_QUEUED = 4_096
 # SQLSTATE classes of errors that come from one create's data (22 data exception, 23 integrity
 # constraint) and transaction conflicts worth a retry (40001 serialization, 40P01 deadlock).
@@ -121,7 +122,9 @@ class Intake:
         try:
             while len(self.queue) < self.max_batch:
                 wait = min(deadline, self.last_arrival + self.quiet) - loop.time()
-                if wait <= 0:
+                # uvloop's timers count whole milliseconds: a wait of a fraction of one would
+                # wake at once and spin until the clock ticks.
+                if wait < MIN_WAIT:
                     break
                 await asyncio.sleep(wait)
         finally:
@@ -129,8 +132,11 @@ class Intake:
 
     async def _write(self) -> None:
         batch: list[Pending] = []
+        cancelled = False
         try:
             while self.queue:
+                if self.collecting and len(self.queue) <= self.max_batch:
+                    break  # the writer collecting takes them as soon as it stops waiting
                 await self._collect()
                 batch = self._take()
                 if not batch:
@@ -144,11 +150,18 @@ class Intake:
                     for (_, _, done, _), row in zip(batch, rows, strict=True):
                         _settle(done, row)
                 batch = []
+        except asyncio.CancelledError:
+            cancelled = True
+            raise
         finally:
             self.running -= 1
-            # Cancelled (at shutdown) with a batch in hand: its requests hear it, not silence.
+            stopped = ConnectionError("the API stopped before the create was written")
+            # Cancelled (at shutdown) with a batch in hand: its requests hear it, not silence;
+            # and the last writer cancelled (one collecting holds no batch) answers the queue.
             for _, _, done, _ in batch:
-                _settle(done, ConnectionError("the API stopped before the create was written"))
+                _settle(done, stopped)
+            while cancelled and not self.running and self.queue:
+                _settle(self.queue.popleft()[2], stopped)
 
     async def _after_failure(self, batch: list[Pending], exc: Exception) -> None:
         sqlstate = getattr(exc, "sqlstate", None) or ""

@@ -114,9 +114,18 @@ def test_a_batch_stores_every_field_exactly_as_given(db: Conn, database_url: str
     """The creates travel to Postgres as one JSON text: quotes, backslashes, escape-like text and
     every byte value of a hash come back as they went in."""
     client_id, key = make_client(db, "acme")
-    odd = ['a"b', "c\\d", "\\u0041", '{"x": 1}', "'; --", "tab\tand/slash", "é ü 中", "]}"]
+    odd = ['a"b', "c\\d", "\\u0041", '{"x": 1}', "'; --", "tab\tand/slash", "é ü 中 🙂", "]}"]
+    # Eight hashes of 32 bytes: every byte value once; every other reference NULL.
     creates = [
-        NewWithdrawal(text, bytes(range(i, i + 32)), "localhost", "USDT", RECIPIENT, 2**256 - 1 - i, text)
+        NewWithdrawal(
+            text,
+            bytes(range(32 * i, 32 * i + 32)),
+            "localhost",
+            "USDT",
+            RECIPIENT,
+            2**256 - 1 - i,
+            text if i % 2 else None,
+        )
         for i, text in enumerate(odd)
     ]
 
@@ -198,6 +207,30 @@ def test_a_burst_is_written_once_no_more_creates_come_without_waiting_the_whole_
         "SELECT count(DISTINCT created_at) AS n FROM withdrawals WHERE client_id = %s AND amount > 1", (client_id,)
     ).fetchone()
     assert batches is not None and batches["n"] == 1
+
+
+def test_creates_waiting_on_a_collecting_writer_hear_it_when_the_writers_are_cancelled(
+    db: Conn, database_url: str
+) -> None:
+    client_id, key = make_client(db, "acme")
+
+    async def run() -> list[Any]:
+        pool = await open_pool(database_url, max_size=2)
+        try:
+            intake = Intake(pool, writers=2, linger=60.0, quiet=60.0)
+            await intake.create(hash_key(key), order_of(1))  # alone: written at once
+            waiting = [asyncio.ensure_future(intake.create(hash_key(key), order_of(a))) for a in (2, 3)]
+            await asyncio.sleep(0.2)  # a writer is collecting them (for a minute)
+            assert intake.collecting == 1
+            for task in list(intake.tasks):  # what a server's shutdown does to its tasks
+                task.cancel()
+            return await asyncio.wait_for(asyncio.gather(*waiting, return_exceptions=True), 10)
+        finally:
+            await pool.close()
+
+    outcomes = asyncio.run(run())
+    assert [type(o) for o in outcomes] == [ConnectionError, ConnectionError]
+    assert count(db, f"SELECT count(*) AS n FROM withdrawals WHERE client_id = '{client_id}'") == 1
 
 
 @pytest.mark.parametrize("writers", [1, 4])
