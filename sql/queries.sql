@@ -31,10 +31,16 @@ WITH input AS (
     FROM json_to_recordset(%(creates)s::json) AS t (ordinal integer, key_hash text, idempotency_key text,
         request_hash text, chain text, asset text, to_address text, amount numeric, reference text)
 ), keyed AS (
+    -- Each create's key by its index: the planner takes json_to_recordset for 100 rows and would
+    -- rather read and hash every API key; OFFSET 0 keeps the lookup per create.
     SELECT input.*, k.client_id
     FROM input
-    JOIN api_keys k ON k.key_hash = input.key_hash AND k.revoked_at IS NULL
-    JOIN api_clients c ON c.id = k.client_id AND c.disabled_at IS NULL
+    CROSS JOIN LATERAL (
+        SELECT k.client_id
+        FROM api_keys k JOIN api_clients c ON c.id = k.client_id AND c.disabled_at IS NULL
+        WHERE k.key_hash = input.key_hash AND k.revoked_at IS NULL
+        OFFSET 0
+    ) AS k
     WHERE NOT EXISTS (SELECT 1 FROM hot_wallets h WHERE h.chain = input.chain AND h.address = input.to_address)
 ), created AS (
     INSERT INTO withdrawals (client_id, idempotency_key, request_hash, chain, asset, to_address, amount, reference)

@@ -14,8 +14,10 @@ import pytest
 
 from app.intake import Busy, Intake
 from db import wallets
+from db import withdrawals as repo
 from db.clients import hash_key
 from db.engine import open_pool
+from db.queries import query
 from db.withdrawals import NewWithdrawal
 from tests.conftest import Api, make_client
 
@@ -231,6 +233,31 @@ def test_creates_waiting_on_a_collecting_writer_hear_it_when_the_writers_are_can
     outcomes = asyncio.run(run())
     assert [type(o) for o in outcomes] == [ConnectionError, ConnectionError]
     assert count(db, f"SELECT count(*) AS n FROM withdrawals WHERE client_id = '{client_id}'") == 1
+
+
+def test_with_many_api_keys_a_create_finds_its_key_by_index(db: Conn) -> None:
+    """The creates' row count is unknown to the planner (it takes 100): the key lookup must stay
+    an index probe per create, not a read of every API key."""
+    client_id, key = make_client(db, "acme")
+    db.execute(
+        "INSERT INTO api_keys (client_id, key_hash, prefix) "
+        "SELECT %s, sha256(i::text::bytea), 'pk_' FROM generate_series(1, 5000) AS i",
+        (client_id,),
+    )
+    db.execute("ANALYZE api_keys")
+    params = repo.insert_params([(hash_key(key), order_of(1))])
+    plan = db.execute("EXPLAIN (FORMAT JSON) " + query("insert_withdrawal"), params).fetchone()
+    assert plan is not None
+    scans = []
+
+    def walk(node: dict[str, Any]) -> None:
+        if node.get("Relation Name") == "api_keys":
+            scans.append((node["Node Type"], node.get("Index Name")))
+        for child in node.get("Plans", []):
+            walk(child)
+
+    walk(plan["QUERY PLAN"][0]["Plan"])
+    assert scans == [("Index Scan", "uq_api_keys_key_hash")]
 
 
 @pytest.mark.parametrize("writers", [1, 4])
