@@ -4,8 +4,10 @@ and each request still gets the answer it would get alone."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -28,6 +30,26 @@ OWN_WALLET = "0x976EA74026E726554dB657fA54763abd0C3a0aa9"
 
 def body(to: str = RECIPIENT, amount: str = "1.5") -> dict[str, str]:
     return {"chain": "localhost", "asset": "USDT", "to": to, "amount": amount}
+
+
+@contextlib.asynccontextmanager
+async def intake_on(database_url: str, pool_size: int, **options: Any) -> AsyncIterator[Intake]:
+    pool = await open_pool(database_url, max_size=pool_size)
+    try:
+        yield Intake(pool, **options)
+    finally:
+        await pool.close()
+
+
+def statements_of(db: Conn, client_id: uuid.UUID) -> list[list[int]]:
+    """The client's withdrawals' amounts, grouped by the statement that wrote them (rows of one
+    transaction share its timestamp), in order of their smallest amount."""
+    rows = db.execute(
+        "SELECT array_agg(amount::int ORDER BY amount) AS amounts FROM withdrawals WHERE client_id = %s "
+        "GROUP BY created_at ORDER BY min(amount)",
+        (client_id,),
+    ).fetchall()
+    return [r["amounts"] for r in rows]
 
 
 def count(db: Conn, sql: str) -> int:
@@ -97,13 +119,9 @@ def test_a_create_that_fails_does_not_fail_the_others_of_its_batch(db: Conn, dat
         )
 
     async def run() -> list[Any]:
-        pool = await open_pool(database_url, max_size=4)
-        try:
-            intake = Intake(pool, writers=1)
+        async with intake_on(database_url, 4, writers=1) as intake:
             creates = [intake.create(hash_key(key), new(a)) for a in (1, 2, 10**78, 3)]
             return await asyncio.gather(*creates, return_exceptions=True)
-        finally:
-            await pool.close()
 
     outcomes = asyncio.run(run())
     assert [type(o).__name__ for o in outcomes] == ["dict", "dict", "NumericValueOutOfRange", "dict"]
@@ -132,12 +150,8 @@ def test_a_batch_stores_every_field_exactly_as_given(db: Conn, database_url: str
     ]
 
     async def run() -> list[Any]:
-        pool = await open_pool(database_url, max_size=2)
-        try:
-            intake = Intake(pool, writers=1)
+        async with intake_on(database_url, 2, writers=1) as intake:
             return await asyncio.gather(*(intake.create(hash_key(key), new) for new in creates))
-        finally:
-            await pool.close()
 
     outcomes = asyncio.run(run())
     assert [o["idempotency_key"] for o in outcomes] == odd
@@ -157,9 +171,7 @@ def test_under_load_creates_a_little_apart_share_a_statement_and_a_lone_one_does
     linger, quiet = 1.0, 0.5
 
     async def run() -> tuple[float, list[Any]]:
-        pool = await open_pool(database_url, max_size=4)
-        try:
-            intake = Intake(pool, writers=4, linger=linger, quiet=quiet)
+        async with intake_on(database_url, 4, writers=4, linger=linger, quiet=quiet) as intake:
             started = time.monotonic()
             await intake.create(hash_key(key), order_of(1))  # alone: written at once
             alone = time.monotonic() - started
@@ -168,21 +180,14 @@ def test_under_load_creates_a_little_apart_share_a_statement_and_a_lone_one_does
                 creates.append(asyncio.ensure_future(intake.create(hash_key(key), order_of(amount))))
                 await asyncio.sleep(0.01)
             return alone, await asyncio.gather(*creates)
-        finally:
-            await pool.close()
 
     alone, rows = asyncio.run(run())
     assert alone < linger / 2
     assert [int(r["amount"]) for r in rows] == list(range(2, 12))
-    statements = db.execute(
-        "SELECT array_agg(amount::int ORDER BY amount) AS amounts FROM withdrawals WHERE client_id = %s "
-        "GROUP BY created_at ORDER BY min(amount)",
-        (client_id,),
-    ).fetchall()
     # The first came alone and was written alone; the others came less than `linger` apart and
     # share one statement (without collecting, each would have its own: 10 ms apart, a statement
     # takes about 1 ms).
-    assert [r["amounts"] for r in statements] == [[1], list(range(2, 12))]
+    assert statements_of(db, client_id) == [[1], list(range(2, 12))]
 
 
 def test_a_burst_is_written_once_no_more_creates_come_without_waiting_the_whole_linger(
@@ -192,23 +197,16 @@ def test_a_burst_is_written_once_no_more_creates_come_without_waiting_the_whole_
     linger, quiet = 5.0, 0.05
 
     async def run() -> tuple[float, list[Any]]:
-        pool = await open_pool(database_url, max_size=4)
-        try:
-            intake = Intake(pool, writers=4, linger=linger, quiet=quiet)
+        async with intake_on(database_url, 4, writers=4, linger=linger, quiet=quiet) as intake:
             await intake.create(hash_key(key), order_of(1))
             started = time.monotonic()
             rows = await asyncio.gather(*(intake.create(hash_key(key), order_of(a)) for a in range(2, 7)))
             return time.monotonic() - started, rows
-        finally:
-            await pool.close()
 
     took, rows = asyncio.run(run())
     assert took < linger / 2  # written once `quiet` passed without a create, not after `linger`
     assert [int(r["amount"]) for r in rows] == [2, 3, 4, 5, 6]
-    batches = db.execute(
-        "SELECT count(DISTINCT created_at) AS n FROM withdrawals WHERE client_id = %s AND amount > 1", (client_id,)
-    ).fetchone()
-    assert batches is not None and batches["n"] == 1
+    assert statements_of(db, client_id) == [[1], [2, 3, 4, 5, 6]]
 
 
 def test_creates_waiting_on_a_collecting_writer_hear_it_when_the_writers_are_cancelled(
@@ -217,9 +215,7 @@ def test_creates_waiting_on_a_collecting_writer_hear_it_when_the_writers_are_can
     client_id, key = make_client(db, "acme")
 
     async def run() -> list[Any]:
-        pool = await open_pool(database_url, max_size=2)
-        try:
-            intake = Intake(pool, writers=2, linger=60.0, quiet=60.0)
+        async with intake_on(database_url, 2, writers=2, linger=60.0, quiet=60.0) as intake:
             await intake.create(hash_key(key), order_of(1))  # alone: written at once
             waiting = [asyncio.ensure_future(intake.create(hash_key(key), order_of(a))) for a in (2, 3)]
             await asyncio.sleep(0.2)  # a writer is collecting them (for a minute)
@@ -227,8 +223,6 @@ def test_creates_waiting_on_a_collecting_writer_hear_it_when_the_writers_are_can
             for task in list(intake.tasks):  # what a server's shutdown does to its tasks
                 task.cancel()
             return await asyncio.wait_for(asyncio.gather(*waiting, return_exceptions=True), 10)
-        finally:
-            await pool.close()
 
     outcomes = asyncio.run(run())
     assert [type(o) for o in outcomes] == [ConnectionError, ConnectionError]
@@ -266,12 +260,8 @@ def test_creates_with_one_idempotency_key_never_share_a_batch(db: Conn, database
     same = NewWithdrawal("same-key", b"h" * 32, "localhost", "USDT", RECIPIENT, 5, None)
 
     async def run() -> list[Any]:
-        pool = await open_pool(database_url, max_size=4)
-        try:
-            intake = Intake(pool, writers=writers)
+        async with intake_on(database_url, 4, writers=writers) as intake:
             return await asyncio.gather(*(intake.create(hash_key(key), same) for _ in range(10)))
-        finally:
-            await pool.close()
 
     outcomes = asyncio.run(run())
     assert sum(o is not None for o in outcomes) == 1  # the others are replays, told apart by the API
