@@ -412,7 +412,7 @@ def plan_summary(rows: list[dict[str, Any]]) -> list[str]:
         "Hot queries: execution ms (custom plan) and indexes used; **Seq Scan** on a big table is flagged "
         f"({', '.join(BIG_TABLES)}). `generic` is the plan a prepared statement uses after 5 runs. "
         f"The status changes are planned with {IN_FLIGHT:,} withdrawals put in flight after the statistics "
-        "were taken (rolled back afterwards); one that finds its rows through ix_withdrawals_active is flagged.",
+        "were taken (rolled back afterwards); one that finds its rows through ix_withdrawals_queue is flagged.",
         "",
         "| query | " + " | ".join(f"{s:,} rows: ms / buffers" for s in sizes) + " | indexes (largest size) | flags |",
         "|---|" + "---|" * len(sizes) + "---|---|",
@@ -433,7 +433,7 @@ def plan_summary(rows: list[dict[str, Any]]) -> list[str]:
                     flags.append(f"**Seq Scan** on {', '.join(big)} ({kind}, {row['size']:,})")
                 if s["error"]:
                     flags.append(f"{kind} plan not shown")
-                if plan.get("in_flight") and "ix_withdrawals_active" in s["indexes"]:
+                if plan.get("in_flight") and "ix_withdrawals_queue" in s["indexes"]:
                     # The rows to move are known by id: reading the in-flight index reads them all.
                     flags.append(f"**reads every in-flight withdrawal** ({kind}, {row['size']:,})")
         last = summarize(rows[-1]["plans"][i]["custom"])

@@ -89,15 +89,12 @@ LIMIT %(limit)s;
 -- name: transition_withdrawals
 -- Compare-and-set of the status of some withdrawals (money rule 4); the trigger checks the edge and
 -- writes the event rows. Returns the ids that were in from_status and moved.
--- The status is compared as text (the parameter still read as a status: a wrong name is an error)
--- so that no plan finds the rows through ix_withdrawals_active:
--- statistics taken when few withdrawals were in from_status (every in-flight status, in a table of
--- settled ones) make that index look cheaper than the ids, and a custom plan then reads every
--- withdrawal in from_status, thousands under load, to move a few.
+-- The rows are found by id: no index holds `status` (only `queue_status`, see migration 0008), so
+-- no plan can read every withdrawal in from_status, thousands under load, to move a few.
 UPDATE withdrawals
 SET status = %(to_status)s::withdrawal_status, status_note = %(note)s,
     failure_code = %(failure_code)s, failure_reason = %(failure_reason)s
-WHERE id = ANY(%(ids)s::uuid[]) AND status::text = %(from_status)s::withdrawal_status::text
+WHERE id = ANY(%(ids)s::uuid[]) AND status = %(from_status)s::withdrawal_status
 RETURNING id;
 
 -- name: cancel_withdrawal
@@ -109,15 +106,16 @@ RETURNING *;
 
 -- name: claim_pending_withdrawals
 -- The oldest PENDING withdrawals of a chain that no other worker holds, locked until commit.
+-- Waiting withdrawals are found by queue_status (ix_withdrawals_queue), never by status.
 SELECT id FROM withdrawals
-WHERE chain = %(chain)s AND status = 'PENDING'
+WHERE chain = %(chain)s AND queue_status = 'PENDING'
 ORDER BY created_at
 LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED;
 
 -- name: pending_exists
 -- Whether new withdrawals of a chain wait to be taken into the pipeline.
-SELECT EXISTS (SELECT 1 FROM withdrawals WHERE chain = %(chain)s AND status = 'PENDING') AS found;
+SELECT EXISTS (SELECT 1 FROM withdrawals WHERE chain = %(chain)s AND queue_status = 'PENDING') AS found;
 
 -- name: withdrawal_events
 -- The status history of a withdrawal, oldest first.
@@ -195,7 +193,7 @@ SELECT pg_advisory_xact_lock(hashtextextended('sender:' || %(chain)s || ':' || %
 -- name: validating_withdrawals
 -- Withdrawals of a chain waiting for a hot wallet, oldest first.
 SELECT id, asset, to_address, amount, created_at FROM withdrawals
-WHERE chain = %(chain)s AND status = 'VALIDATING'
+WHERE chain = %(chain)s AND queue_status = 'VALIDATING'
 ORDER BY created_at
 LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED;
@@ -306,12 +304,12 @@ RETURNING id;
 -- name: transition_withdrawals_of_payouts
 -- transition_withdrawals for the withdrawals that some transactions pay, each transaction's with
 -- its own note, in one statement (for moves that are not failures). Returns the ids that moved.
--- The status is compared as text, as in transition_withdrawals: the rows are found from the payouts.
+-- The rows are found from the payouts, as in transition_withdrawals.
 UPDATE withdrawals w
 SET status = %(to_status)s::withdrawal_status, status_note = t.note, failure_code = NULL, failure_reason = NULL
 FROM payout_items i
 JOIN unnest(%(payout_ids)s::uuid[], %(notes)s::text[]) AS t (payout_id, note) ON t.payout_id = i.payout_id
-WHERE i.live AND w.id = i.withdrawal_id AND w.status::text = %(from_status)s::withdrawal_status::text
+WHERE i.live AND w.id = i.withdrawal_id AND w.status = %(from_status)s::withdrawal_status
 RETURNING w.id;
 
 -- name: live_withdrawals_of_payouts
@@ -478,7 +476,7 @@ WHERE i.withdrawal_id = %(id)s AND i.live;
 -- What needs a nudge on a chain: withdrawals waiting for a wallet, and senders whose planned or
 -- signed transactions have waited longer than a job normally takes (their job may have died).
 SELECT 'validate' AS task, NULL AS sender FROM withdrawals
-    WHERE chain = %(chain)s AND status IN ('PENDING', 'VALIDATING')
+    WHERE chain = %(chain)s AND queue_status IS NOT NULL
     HAVING count(*) > 0
 UNION ALL
 SELECT DISTINCT 'sign', sender FROM payouts

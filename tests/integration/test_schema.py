@@ -315,9 +315,9 @@ def test_status_changes_find_their_rows_by_id_whatever_the_statistics(db: Conn) 
     """The two compare-and-set statements read the withdrawals they move and no others, even when
     the table's statistics were taken while no withdrawal was in their from-status (autovacuum
     analyzes rarely, and in-flight statuses are a sliver of a table of settled withdrawals).
-    With `status = from_status`, a custom plan found the rows through ix_withdrawals_active: every
-    withdrawal in that status, 400 here, thousands in a busy system, to move five. A status name
-    that is not one is still an error."""
+    When an index held `status`, a custom plan found the rows through it: every withdrawal in that
+    status, 400 here, thousands in a busy system, to move five. A status name that is not one is
+    still an error."""
     client_id, _ = make_client(db, "acme")
     with db.transaction(force_rollback=True):  # the statistics too: ANALYZE is transactional
         insert = (
@@ -348,7 +348,7 @@ def test_status_changes_find_their_rows_by_id_whatever_the_statistics(db: Conn) 
             assert row is not None
             plan = row["QUERY PLAN"][0]["Plan"]
             nodes = scans(plan)
-            assert "ix_withdrawals_active" not in {n.get("Index Name") for n in nodes}, name
+            assert "ix_withdrawals_queue" not in {n.get("Index Name") for n in nodes}, name
             read = [n for n in nodes if n.get("Relation Name") == "withdrawals" and n["Node Type"] != "ModifyTable"]
             assert read, name
             for node in read:
@@ -358,3 +358,88 @@ def test_status_changes_find_their_rows_by_id_whatever_the_statistics(db: Conn) 
             assert plan["Actual Rows"] == 5, name
         with pytest.raises(psycopg.errors.InvalidTextRepresentation), db.transaction():
             db.execute(query("transition_withdrawals"), moves[0][1] | {"from_status": "SIGNNG", "to_status": "SIGNED"})
+
+
+def hot_and_all_updates(db: Conn) -> tuple[int, int]:
+    """(HOT updates, updates) of withdrawals counted by this backend and not yet reported (from
+    the current transaction and maybe recent ones: compare two readings)."""
+    row = db.execute(
+        "SELECT n_tup_hot_upd, n_tup_upd FROM pg_stat_xact_user_tables WHERE relname = 'withdrawals'"
+    ).fetchone()
+    assert row is not None
+    return row["n_tup_hot_upd"], row["n_tup_upd"]
+
+
+def test_only_waiting_statuses_are_indexed_so_later_changes_are_hot(db: Conn) -> None:
+    """queue_status is the status while a withdrawal waits (PENDING, VALIDATING) and NULL after.
+    It is the only status an index holds, so from SIGNING on a status change writes no index
+    entry: the row's new version is a heap-only (HOT) update on its own page."""
+    client_id, _ = make_client(db, "acme")
+    ids = [insert_withdrawal(db, client_id) for _ in range(5)]
+    path = [S.VALIDATING, S.SIGNING, S.SIGNED, S.BROADCASTING, S.BROADCASTED, S.CONFIRMING, S.CONFIRMED]
+    status = S.PENDING
+    for to_status in path:
+        with db.transaction():
+            hot_before, updates_before = hot_and_all_updates(db)
+            moved = db.execute(
+                query("transition_withdrawals"),
+                {
+                    "ids": ids,
+                    "from_status": status,
+                    "to_status": to_status,
+                    "note": None,
+                    "failure_code": None,
+                    "failure_reason": None,
+                },
+            ).fetchall()
+            assert len(moved) == 5
+            hot_after, updates_after = hot_and_all_updates(db)
+        hot, updates = hot_after - hot_before, updates_after - updates_before
+        assert updates == 5
+        waiting = to_status in (S.PENDING, S.VALIDATING)
+        # Leaving the queue changes the indexed value; every later change is HOT.
+        assert hot == (0 if waiting or to_status == S.SIGNING else 5), to_status
+        rows = db.execute("SELECT status, queue_status FROM withdrawals WHERE id = ANY(%s)", (ids,)).fetchall()
+        assert {(r["status"], r["queue_status"]) for r in rows} == {(to_status, to_status if waiting else None)}
+        status = to_status
+
+
+def test_work_is_found_through_the_queue_index(db: Conn) -> None:
+    """The queries that find waiting withdrawals read ix_withdrawals_queue, not the table, with a
+    history of settled withdrawals around them."""
+    client_id, _ = make_client(db, "acme")
+    with db.transaction(force_rollback=True):
+        db.execute(
+            "INSERT INTO withdrawals (client_id, idempotency_key, request_hash, chain, asset, to_address, amount)"
+            " SELECT %s, 'settled-' || g, '\\x00', 'localhost', 'USDT', %s, 1000000 FROM generate_series(1, 5000) g",
+            (client_id, ADDRESS),
+        )
+        db.execute("UPDATE withdrawals SET status = 'CANCELED'")
+        ids = [insert_withdrawal(db, client_id) for _ in range(3)]
+        db.execute(
+            query("transition_withdrawals"),
+            {
+                "ids": ids[:1],
+                "from_status": "PENDING",
+                "to_status": "VALIDATING",
+                "note": None,
+                "failure_code": None,
+                "failure_reason": None,
+            },
+        )
+        db.execute("ANALYZE withdrawals")
+        for name, found in (
+            ("claim_pending_withdrawals", 2),
+            ("validating_withdrawals", 1),
+            ("pending_exists", 1),
+            ("chain_work", 3),
+        ):
+            row = db.execute(
+                "EXPLAIN (ANALYZE, FORMAT JSON) " + query(name),
+                {"chain": "localhost", "limit": 100, "stale": "1 minute"},
+            ).fetchone()
+            assert row is not None
+            nodes = scans(row["QUERY PLAN"][0]["Plan"])
+            read = [n for n in nodes if n.get("Relation Name") == "withdrawals"]
+            assert read and all(n.get("Index Name") == "ix_withdrawals_queue" for n in read), name
+            assert sum(n["Actual Rows"] for n in read) <= found, name
