@@ -162,7 +162,7 @@ def test_fails_over_from_a_dead_url_and_reports_it(anvil_url: str, caplog: pytes
         dead, alive = health
         # The second call skipped the dead URL: it was cooling down.
         assert (dead.healthy, dead.consecutive_failures, dead.successes) == (False, 1, 0)
-        assert dead.cooldown_remaining > 0 and "ConnectError" in (dead.last_error or "")
+        assert dead.cooldown_remaining > 0 and "Cannot connect" in (dead.last_error or "")
         assert (alive.healthy, alive.successes, alive.failures) == (True, 2, 0)
         assert SECRET not in repr(health)
         return numbers
@@ -235,13 +235,13 @@ def test_fails_over_on_429_401_503_rate_limit_answers_and_timeouts(
                 "HTTP 401",
                 "HTTP 503 without a JSON-RPC answer",
                 "HTTP 200, node says rate limited",
-                "ReadTimeout after 0.3s",
+                "no answer within 0.3s",
                 None,
             ]
 
         run(scenario())
-    # httpx logs each request's URL at INFO: the client redacts those records too.
-    assert "HTTP Request: POST" in caplog.text and SECRET not in caplog.text
+    # Each failure is logged with its URL, redacted.
+    assert caplog.text.count("cooling down") == 5 and SECRET not in caplog.text
 
 
 def test_only_rate_limited_urls_are_unavailable_as_rate_limited() -> None:
@@ -389,7 +389,12 @@ def test_a_max_fee_under_the_base_fee_is_fee_too_low(anvil_url: str) -> None:
             # The oracle sees the raised base fee, and its suggestion gets in.
             fees = await suggest_fees(rpc, ANVIL)
             assert fees.max_fee_per_gas is not None and fees.max_fee_per_gas > 2_000 * GWEI
-            await rpc.send_raw_transaction(transfer(4, nonce=0, fees=fees).raw_transaction)
+            tx_hash = await rpc.send_raw_transaction(transfer(4, nonce=0, fees=fees).raw_transaction)
+            # anvil mines on its own time after accepting the transaction.
+            for _ in range(100):
+                if await rpc.get_receipt(tx_hash) is not None:
+                    break
+                await asyncio.sleep(0.02)
             assert await rpc.get_transaction_count(dev_account(4).address, "latest") == 1
 
     run(scenario())
