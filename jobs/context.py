@@ -41,5 +41,13 @@ def rpc(name: str) -> RpcClient:
     return client
 
 
+async def close_rpc_clients() -> None:
+    """Close every chain's client and its connections (a worker's last step)."""
+    clients = list(_clients.values())
+    _clients.clear()
+    for client in clients:
+        await client.aclose()
+
+
 def pool() -> AsyncConnectionPool:
     return queue.connector.pool  # type: ignore[attr-defined,no-any-return]

@@ -13,6 +13,7 @@ import uvloop
 
 from app.settings import Settings, SettingsError
 from db.engine import open_pool
+from jobs.context import close_rpc_clients
 from jobs.keys import custody_check
 from jobs.queue import queue
 
@@ -36,6 +37,7 @@ async def run(concurrency: int, queues: list[str]) -> None:
                 delete_jobs="successful",
             )
     finally:
+        await close_rpc_clients()
         await pool.close()
 
 

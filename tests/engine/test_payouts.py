@@ -53,3 +53,7 @@ def test_native_and_token_withdrawals_confirm_with_exact_balances(
     # Token withdrawals went in batches: fewer transactions than withdrawals.
     assert len(db.execute("SELECT id FROM payouts").fetchall()) < len(ids)
     assert "Traceback" not in workers.logs()
+    # A stopped worker has closed its connections to the node.
+    workers.stop()
+    assert all(p.returncode == 0 for p in workers.procs)
+    assert "Unclosed" not in workers.logs()
