@@ -68,7 +68,7 @@ _HTTP_CODES = {
 async def handle_http_exception(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     code, detail = _HTTP_CODES.get(exc.status_code, ("http_error", str(exc.detail)))
-    return problem(ApiError(exc.status_code, code, detail, headers=exc.headers), request.url.path)
+    return problem(ApiError(exc.status_code, code, detail, headers=dict(exc.headers or {})), request.url.path)
 
 
 async def handle_unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -98,7 +98,7 @@ class Intake:
             await asyncio.gather(*list(self.tasks), return_exceptions=True)
 
     def _take(self) -> list[Pending]:
-        batch = []
+        batch: list[Pending] = []
         keys: set[tuple[bytes, str]] = set()
         later = []
         while self.queue and len(batch) < self.max_batch:

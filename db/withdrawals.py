@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 from psycopg import AsyncConnection
@@ -64,13 +64,14 @@ async def insert_withdrawals(conn: AsyncConnection, creates: Sequence[tuple[byte
     cur = await conn.execute(query("insert_withdrawal"), insert_params(creates))
     rows: list[Row | None] = [None] * len(creates)
     taken: set[Any] = set()
-    for row in sorted(await cur.fetchall(), key=lambda r: r["ordinal"]):  # type: ignore[call-overload]
-        ordinal = row.pop("ordinal")  # type: ignore[attr-defined]
+    found = cast(list[Row], await cur.fetchall())  # the pool's connections make dict rows
+    for row in sorted(found, key=lambda r: r["ordinal"]):
+        ordinal = row.pop("ordinal")
         # Two creates of one client with one idempotency key and body match the same row: the
         # first gets it; the other is told about it as a replay, as a racing duplicate is.
-        if rows[ordinal] is None and row["id"] not in taken:  # type: ignore[index]
-            rows[ordinal] = row  # type: ignore[assignment]
-            taken.add(row["id"])  # type: ignore[index]
+        if rows[ordinal] is None and row["id"] not in taken:
+            rows[ordinal] = row
+            taken.add(row["id"])
     return rows
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from psycopg import AsyncConnection
 
@@ -35,10 +35,8 @@ class Member:
 async def members_of(conn: AsyncConnection, payout_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[Member]]:
     cur = await conn.execute(query("payout_members"), {"ids": payout_ids})
     found: dict[uuid.UUID, list[Member]] = {}
-    for r in await cur.fetchall():
-        found.setdefault(r["payout_id"], []).append(  # type: ignore[call-overload]
-            Member(r["withdrawal_id"], r["to_address"], int(r["amount"]))
-        )  # type: ignore[call-overload]
+    for r in cast(list[dict[str, Any]], await cur.fetchall()):
+        found.setdefault(r["payout_id"], []).append(Member(r["withdrawal_id"], r["to_address"], int(r["amount"])))
     return found
 
 

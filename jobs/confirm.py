@@ -20,7 +20,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
@@ -79,8 +79,8 @@ async def _watch(pool: AsyncConnectionPool, rpc: RpcClient, chain: Chain) -> Wat
             return result
         cur = await conn.execute(query("attempts_of_payouts"), {"ids": [p["id"] for p in payouts]})
         attempts: dict[uuid.UUID, list[dict[str, Any]]] = {}
-        for a in await cur.fetchall():
-            attempts.setdefault(a["payout_id"], []).append(a)  # type: ignore[call-overload]
+        for a in cast(list[dict[str, Any]], await cur.fetchall()):
+            attempts.setdefault(a["payout_id"], []).append(a)
 
     head = await rpc.block_number()
     # "No receipt" is known as of now: a pass that takes long must not judge a transaction stuck
@@ -582,9 +582,9 @@ async def replace(
                 "gas_price": new_fees.gas_price,
             },
         )
-        row = await cur.fetchone()
+        row = cast(dict[str, Any], await cur.fetchone())
     log.info("%s payout %s at nonce %s: %s", "cancel" if cancel else "fee bump", p["id"], p["nonce"], tx.tx_hash)
-    await send_again(pool, rpc, {"id": row["id"], "raw_tx": tx.raw, "tx_hash": tx.tx_hash})  # type: ignore[index]
+    await send_again(pool, rpc, {"id": row["id"], "raw_tx": tx.raw, "tx_hash": tx.tx_hash})
     return True
 
 

@@ -272,7 +272,8 @@ async def plan(pool: AsyncConnectionPool, rpc: RpcClient, chain: Chain, *, max_i
             # A batch with room first (one more transaction costs its base gas and its own sign,
             # broadcast and receipt work), then the fewest transactions in flight: wallets are
             # parallel nonce lanes.
-            wallet = min(candidates, key=lambda b: (opens(b), b.in_flight, -b.available[asset.symbol]))
+            symbol = asset.symbol
+            wallet = min(candidates, key=lambda b: (opens(b), b.in_flight, -b.available[symbol]))
             wallet.in_flight += opens(wallet)
             wallet.available[chain.native.symbol] -= native_need
             if not asset.is_native:

@@ -203,10 +203,10 @@ async def sign_sender(pool: AsyncConnectionPool, rpc: RpcClient, chain: Chain, s
     culprits: dict[uuid.UUID, dict[uuid.UUID, str]] = {}
     for row in rows:
         if row["id"] in reverted and row["kind"] == "withdrawal" and len(members.get(row["id"], [])) > 1:
-            asset = chain.asset(row["asset"])
-            assert asset is not None
+            batch_asset = chain.asset(row["asset"])
+            assert batch_asset is not None
 
-            def build(part: list[Member], asset: Asset = asset) -> tuple[str, int, bytes]:
+            def build(part: list[Member], asset: Asset = batch_asset) -> tuple[str, int, bytes]:
                 return payload_for(chain, asset, [m.to for m in part], [m.amount for m in part])
 
             culprits[row["id"]] = await find_culprits(rpc, sender, build, members[row["id"]])
