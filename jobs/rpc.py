@@ -20,6 +20,7 @@ import itertools
 import json
 import logging
 import re
+import ssl
 import time
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
@@ -28,7 +29,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+import certifi
 import httpx
+import yarl
 from eth_abi import decode as abi_decode
 from eth_abi.exceptions import DecodingError
 
@@ -305,7 +308,7 @@ class RpcClient:
         _redact_httpx_logs()
         # Proxies from the environment are opt-in: URLs with API keys must not leak to them.
         self.trust_env = trust_env
-        # aiohttp rather than httpx: a tenth of the CPU per call (docs/engine.md).
+        # aiohttp rather than httpx: a sixth to a tenth of the CPU per call (docs/engine.md).
         # A session belongs to the event loop that made it, so it is made on first use.
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -331,6 +334,12 @@ class RpcClient:
         if self._session is None:
             self._loop = loop
             self._session = aiohttp.ClientSession(
+                # certifi's roots, as httpx used, rather than whatever the host has installed;
+                # idle connections dropped before the 5 s after which many gateways close them
+                # (a POST on a connection the server has just closed fails and is not retried).
+                connector=aiohttp.TCPConnector(
+                    ssl=ssl.create_default_context(cafile=certifi.where()), keepalive_timeout=4
+                ),
                 timeout=aiohttp.ClientTimeout(total=self.timeout),
                 trust_env=self.trust_env,
                 headers={"Content-Type": "application/json"},
@@ -659,11 +668,14 @@ def _revert_data(data: Any) -> str | None:
 
 def _scrub(exc: Exception, endpoint: _Endpoint) -> str:
     """The exception's text without the URL's secret-bearing parts (path, query, user info)."""
-    text = (str(exc) or "no details").replace(endpoint.url, endpoint.label)
-    parts = urlsplit(endpoint.url)
-    for part in (parts.path, parts.query, parts.fragment, parts.username, parts.password):
-        if part and part != "/":
-            text = text.replace(part, "<redacted>")
+    text = str(exc) or "no details"
+    # The URL as configured and as aiohttp may print it back (re-encoded).
+    for url in (endpoint.url, str(yarl.URL(endpoint.url))):
+        text = text.replace(url, endpoint.label)
+        parts = urlsplit(url)
+        for part in (parts.path, parts.query, parts.fragment, parts.username, parts.password):
+            if part and part != "/":
+                text = text.replace(part, "<redacted>")
     return f"{type(exc).__name__}: {text}"
 
 

@@ -37,8 +37,10 @@ async def run(concurrency: int, queues: list[str]) -> None:
                 delete_jobs="successful",
             )
     finally:
-        await close_rpc_clients()
-        await pool.close()
+        try:
+            await close_rpc_clients()
+        finally:
+            await pool.close()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import pytest
+import yarl
 from eth_abi import encode as abi_encode
 from hypothesis import given
 from hypothesis import strategies as st
 
 from app.registry import Asset, Chain
 from jobs.fees import Fees, bump_fees, min_replacement
-from jobs.rpc import RpcError, RpcErrorKind, classify_rpc_error, is_maybe_mined, revert_reason
+from jobs.rpc import (
+    RpcError,
+    RpcErrorKind,
+    _Endpoint,
+    _scrub,
+    classify_rpc_error,
+    is_maybe_mined,
+    revert_reason,
+)
 
 K = RpcErrorKind
 ADDRESS = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
@@ -247,3 +256,16 @@ def test_legacy_bump_is_a_valid_replacement_within_the_cap(old: int, suggested: 
     assert new.gas_price is not None
     assert accepted_as_replacement(new.gas_price, old)
     assert min(suggested, cap) <= new.gas_price <= cap
+
+
+@pytest.mark.parametrize(
+    "printed",
+    [
+        "https://node.example/v3/k%7Eey-SECRET?apikey=a%2FSECRET",  # as configured
+        str(yarl.URL("https://node.example/v3/k%7Eey-SECRET?apikey=a%2FSECRET")),  # as aiohttp prints it
+    ],
+)
+def test_a_network_error_names_the_url_without_its_key(printed: str) -> None:
+    endpoint = _Endpoint("https://node.example/v3/k%7Eey-SECRET?apikey=a%2FSECRET")
+    text = _scrub(Exception(f"400, message='Bad Request', url='{printed}'"), endpoint)
+    assert "SECRET" not in text and "node.example" in text
