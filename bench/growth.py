@@ -238,6 +238,24 @@ SEQ_SCAN = re.compile(r"Seq Scan on (\w+)")
 INDEX = re.compile(r"(?:Index Only Scan|Index Scan|Bitmap Index Scan)(?: Backward)? (?:using |on )(\w+)")
 EXECUTION = re.compile(r"Execution Time: ([\d.]+) ms")
 BUFFERS = re.compile(r"Buffers: shared((?: \w+=\d+)+)")
+ACTUAL = re.compile(r"actual time=[\d.]+\.\.[\d.]+ rows=(\d+) loops=(\d+)")
+REMOVED = re.compile(r"Rows Removed by (?:Filter|Index Recheck): (\d+)")
+
+
+def withdrawals_read(plan: str) -> int:
+    """Rows the plan's scans of `withdrawals` read: returned plus filtered out, times loops."""
+    total, loops = 0, 0
+    for line in plan.splitlines():
+        if "->" in line or "Scan" in line:
+            loops = 0  # a new node; only a scan of withdrawals counts
+        if "Scan" in line and " on withdrawals" in line and (m := ACTUAL.search(line)):
+            loops = int(m.group(2))
+            total += int(m.group(1)) * loops
+        elif loops and (m := REMOVED.search(line)):
+            total += int(m.group(1)) * loops
+    return total
+
+
 PARAM = re.compile(r"%\((\w+)\)s")
 
 
@@ -304,6 +322,7 @@ def summarize(plan: str) -> dict[str, Any]:
         "indexes": sorted(set(INDEX.findall(plan))),
         "ms": float(execution.group(1)) if execution else None,
         "buffers": buffers,
+        "withdrawals_read": withdrawals_read(plan),
         "error": plan.startswith("error"),
     }
 
@@ -412,7 +431,7 @@ def plan_summary(rows: list[dict[str, Any]]) -> list[str]:
         "Hot queries: execution ms (custom plan) and indexes used; **Seq Scan** on a big table is flagged "
         f"({', '.join(BIG_TABLES)}). `generic` is the plan a prepared statement uses after 5 runs. "
         f"The status changes are planned with {IN_FLIGHT:,} withdrawals put in flight after the statistics "
-        "were taken (rolled back afterwards); one that finds its rows through ix_withdrawals_queue is flagged.",
+        "were taken (rolled back afterwards); one that reads more than twice the withdrawals it moves is flagged.",
         "",
         "| query | " + " | ".join(f"{s:,} rows: ms / buffers" for s in sizes) + " | indexes (largest size) | flags |",
         "|---|" + "---|" * len(sizes) + "---|---|",
@@ -433,7 +452,7 @@ def plan_summary(rows: list[dict[str, Any]]) -> list[str]:
                     flags.append(f"**Seq Scan** on {', '.join(big)} ({kind}, {row['size']:,})")
                 if s["error"]:
                     flags.append(f"{kind} plan not shown")
-                if plan.get("in_flight") and "ix_withdrawals_queue" in s["indexes"]:
+                if plan.get("in_flight") and s["withdrawals_read"] > 2 * MOVED:
                     # The rows to move are known by id: reading the in-flight index reads them all.
                     flags.append(f"**reads every in-flight withdrawal** ({kind}, {row['size']:,})")
         last = summarize(rows[-1]["plans"][i]["custom"])

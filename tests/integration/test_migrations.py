@@ -15,7 +15,7 @@ from app.cli import alembic_config
 from tests.conftest import ADMIN_URL, _with_db
 
 # Down to the first revision, one step at a time (0001 itself is not downgraded: restore a backup).
-DOWN = ["0006", "0005", "0004", "0003", "0002", "0001"]
+DOWN = ["0007", "0006", "0005", "0004", "0003", "0002", "0001"]
 ADDRESS = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
 
 
@@ -32,7 +32,8 @@ def scratch_url() -> Iterator[str]:
 
 
 def definitions(url: str) -> dict[str, str]:
-    """The public schema's functions, (non-internal) triggers and tables' columns, by name."""
+    """The public schema's functions, (non-internal) triggers, tables' columns and storage settings,
+    and indexes, by name."""
     with psycopg.connect(url) as conn:
         functions = conn.execute(
             "SELECT 'function ' || p.proname, pg_get_functiondef(p.oid) FROM pg_proc p"
@@ -45,7 +46,14 @@ def definitions(url: str) -> dict[str, str]:
             "SELECT 'table ' || table_name, string_agg(column_name || ' ' || data_type, ', ' ORDER BY ordinal_position)"
             " FROM information_schema.columns WHERE table_schema = 'public' GROUP BY table_name"
         ).fetchall()
-    return dict(functions + triggers + tables)
+        settings = conn.execute(
+            "SELECT 'storage ' || relname, array_to_string(reloptions, ', ') FROM pg_class"
+            " WHERE relnamespace = 'public'::regnamespace AND reloptions IS NOT NULL"
+        ).fetchall()
+        indexes = conn.execute(
+            "SELECT 'index ' || indexname, indexdef FROM pg_indexes WHERE schemaname = 'public'"
+        ).fetchall()
+    return dict(functions + triggers + tables + settings + indexes)
 
 
 def status_machine_holds(url: str, client_id: uuid.UUID) -> None:
@@ -69,6 +77,11 @@ def status_machine_holds(url: str, client_id: uuid.UUID) -> None:
 
 def test_every_downgrade_keeps_the_status_machine_and_upgrading_again_restores_head(scratch_url: str) -> None:
     config = alembic_config(scratch_url)
+    # The schema at each revision on the way up, to compare with the way down.
+    upgraded: dict[str, dict[str, str]] = {}
+    for revision in reversed(DOWN):
+        command.upgrade(config, revision)
+        upgraded[revision] = definitions(scratch_url)
     command.upgrade(config, "head")
     head = definitions(scratch_url)
     assert "function withdrawals_check_and_record" in head
@@ -82,6 +95,7 @@ def test_every_downgrade_keeps_the_status_machine_and_upgrading_again_restores_h
         command.downgrade(config, revision)
         status_machine_holds(scratch_url, client_id)
         seen.append(definitions(scratch_url))
+        assert seen[-1] == upgraded[revision], revision
     # Each step changed something (a downgrade that does nothing would pass the checks above).
     assert all(a != b for a, b in zip(seen, seen[1:], strict=False))
     command.upgrade(config, "head")

