@@ -453,8 +453,10 @@ def plan_summary(rows: list[dict[str, Any]]) -> list[str]:
                 if s["error"]:
                     flags.append(f"{kind} plan not shown")
                 if plan.get("in_flight") and s["withdrawals_read"] > 2 * MOVED:
-                    # The rows to move are known by id: reading the in-flight index reads them all.
-                    flags.append(f"**reads every in-flight withdrawal** ({kind}, {row['size']:,})")
+                    # The rows to move are known by id: a plan that reads many more found them by status.
+                    flags.append(
+                        f"**reads {s['withdrawals_read']:,} withdrawals to move {MOVED}** ({kind}, {row['size']:,})"
+                    )
         last = summarize(rows[-1]["plans"][i]["custom"])
         lines.append(
             f"| {label} | " + " | ".join(cells) + f" | {', '.join(last['indexes']) or '-'} "

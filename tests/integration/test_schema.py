@@ -359,6 +359,14 @@ def test_status_changes_find_their_rows_by_id_whatever_the_statistics(db: Conn) 
             db.execute(query("transition_withdrawals"), moves[0][1] | {"from_status": "SIGNNG", "to_status": "SIGNED"})
 
 
+def move(db: Conn, ids: list[uuid.UUID], from_status: S, to_status: S) -> list[dict[str, Any]]:
+    """transition_withdrawals, as the pipeline runs it for moves that are not failures."""
+    params = {"ids": ids, "from_status": from_status, "to_status": to_status}
+    return db.execute(
+        query("transition_withdrawals"), params | {"note": None, "failure_code": None, "failure_reason": None}
+    ).fetchall()
+
+
 def hot_and_all_updates(db: Conn) -> tuple[int, int]:
     """(HOT updates, updates) of withdrawals counted by this backend and not yet reported (from
     the current transaction and maybe recent ones: compare two readings)."""
@@ -380,17 +388,7 @@ def test_only_waiting_statuses_are_indexed_so_later_changes_are_hot(db: Conn) ->
     for to_status in path:
         with db.transaction():
             hot_before, updates_before = hot_and_all_updates(db)
-            moved = db.execute(
-                query("transition_withdrawals"),
-                {
-                    "ids": ids,
-                    "from_status": status,
-                    "to_status": to_status,
-                    "note": None,
-                    "failure_code": None,
-                    "failure_reason": None,
-                },
-            ).fetchall()
+            moved = move(db, ids, status, to_status)
             assert len(moved) == 5
             hot_after, updates_after = hot_and_all_updates(db)
         hot, updates = hot_after - hot_before, updates_after - updates_before
@@ -415,17 +413,7 @@ def test_work_is_found_through_the_queue_index(db: Conn) -> None:
         )
         db.execute("UPDATE withdrawals SET status = 'CANCELED'")
         ids = [insert_withdrawal(db, client_id) for _ in range(3)]
-        db.execute(
-            query("transition_withdrawals"),
-            {
-                "ids": ids[:1],
-                "from_status": "PENDING",
-                "to_status": "VALIDATING",
-                "note": None,
-                "failure_code": None,
-                "failure_reason": None,
-            },
-        )
+        move(db, ids[:1], S.PENDING, S.VALIDATING)
         db.execute("ANALYZE withdrawals")
         for name, found in (
             ("claim_pending_withdrawals", 2),
