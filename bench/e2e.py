@@ -71,6 +71,8 @@ TERMINAL = ("CONFIRMED", "FAILED", "CANCELED")
 DATABASE = "payouts_bench_e2e"
 # Submission rate of a backlog run: above what the API answers here, so it goes in as fast as it can.
 BACKLOG_RATE = 3_000.0
+# Seconds between progress lines.
+PRINT_EVERY = 10.0
 
 
 @dataclass
@@ -193,34 +195,52 @@ def run_phase(
         load = stack.procs.start("load", argv)
     started = resumed or time.time()
     counts: dict[str, int] = {}
-    last_print = 0.0
     timed_out = False
+    next_print = PRINT_EVERY
+    oldest: Any = "-infinity"  # created_at of the oldest withdrawal of the run still open
+
+    def progress() -> None:
+        nonlocal counts, next_print
+        counts = status_counts(monitor, client_id)
+        print(f"  {label}: {time.time() - started:.0f}s {dict(sorted(counts.items()))}", flush=True)
+        next_print += PRINT_EVERY
+
+    # The monitor's reads run on the same 2 cores as the system it measures, so they are kept
+    # small: while requests go in, the status counts (a read of every withdrawal of the run) only
+    # every PRINT_EVERY seconds. Once the load is done every withdrawal is committed and a
+    # terminal status is final, so every 0.5 s it reads only those from the oldest one still open.
     try:
-        while True:
-            rows = monitor.execute(
-                "SELECT status::text AS status, count(*) AS n FROM withdrawals WHERE client_id = %s GROUP BY status",
-                (client_id,),
-            ).fetchall()
-            counts = {r["status"]: r["n"] for r in rows}
-            terminal = sum(counts.get(s, 0) for s in TERMINAL)
-            load_done = load.poll() is not None
-            if load_done and load.returncode != 0:
-                raise RuntimeError(f"the load process failed ({load.returncode}); see {stack.log_dir}")
-            if load_done and terminal >= sum(counts.values()):
-                break
-            elapsed = time.time() - started
-            if elapsed > settings.timeout:
+        while load.poll() is None:
+            if time.time() - started > settings.timeout:
                 timed_out = True
                 break
-            if elapsed - last_print >= 10:
-                last_print = elapsed
-                print(f"  {label}: {elapsed:.0f}s {dict(sorted(counts.items()))}", flush=True)
+            if time.time() - started >= next_print:
+                progress()
+            time.sleep(0.1)
+        if load.returncode not in (None, 0):
+            raise RuntimeError(f"the load process failed ({load.returncode}); see {stack.log_dir}")
+        while not timed_out:
+            row = monitor.execute(
+                "SELECT count(*) AS open, min(created_at) AS oldest FROM withdrawals"
+                " WHERE client_id = %s AND created_at >= %s::timestamptz AND status::text <> ALL(%s)",
+                (client_id, oldest, list(TERMINAL)),
+            ).fetchone()
+            assert row is not None
+            if not row["open"]:
+                break
+            oldest = row["oldest"]
+            if time.time() - started > settings.timeout:
+                timed_out = True
+                break
+            if time.time() - started >= next_print:
+                progress()
             time.sleep(0.5)
     finally:
         cpu_seconds = cpu.stop()
         if load.poll() is None:
             stack.procs.stop(load)
     finished = time.time()
+    counts = status_counts(monitor, client_id)
     time.sleep(max(0.5, 3 * stack.chain.block_time))  # the block meter catches up with the last blocks
     load_result = json.loads(load_out.read_text()) if load_out.exists() else {}
     result = measure(monitor, client_id, stack.blocks, since=resumed)
@@ -238,6 +258,15 @@ def run_phase(
         "jobs": job_stats(stack.log_dir, offsets),
     }
     return result
+
+
+def status_counts(conn: Any, client_id: str) -> dict[str, int]:
+    """How many of a client's withdrawals are in each status."""
+    rows = conn.execute(
+        "SELECT status::text AS status, count(*) AS n FROM withdrawals WHERE client_id = %s GROUP BY status",
+        (client_id,),
+    ).fetchall()
+    return {r["status"]: r["n"] for r in rows}
 
 
 JOB_LINE = re.compile(r"Job (\w+)\[\d+\].* ended with status: (\w+), lasted ([\d.]+) s")
