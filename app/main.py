@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 
-from app import health, metrics, openapi, withdrawals
+from app import health, heap, metrics, openapi, withdrawals
 from app.errors import ApiError, handle_api_error, handle_http_exception, handle_unexpected
 from app.intake import Intake
 from app.registry import Registry, load_registry
@@ -33,6 +33,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
         pool = await open_pool(app.state.settings.database_url.reveal(), max_size=app.state.settings.db_pool_size)
         app.state.pool = pool
         app.state.intake = Intake(pool)
+        heap.settle()
         try:
             async with queue.open_async(pool):
                 yield

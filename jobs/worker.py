@@ -11,6 +11,7 @@ import sys
 
 import uvloop
 
+from app import heap
 from app.settings import Settings, SettingsError
 from db.engine import open_pool
 from jobs.context import close_rpc_clients
@@ -26,6 +27,8 @@ async def run(concurrency: int, queues: list[str]) -> None:
     # Two connections per job: a step that runs alone holds its key's lock on one of them
     # (jobs/queue.py `alone`) and works on another; two more for procrastinate itself.
     pool = await open_pool(settings.database_url.reveal(), min_size=2, max_size=2 * concurrency + 2)
+    queue.perform_import_paths()  # the steps' modules, so that start-up is done before settling the heap
+    heap.settle()
     try:
         async with queue.open_async(pool):
             await queue.run_worker_async(
