@@ -32,7 +32,7 @@ from db.withdrawals import transition, transition_of_payouts
 from jobs import context
 from jobs.fees import Fees, bump_fees, suggest_fees
 from jobs.keys import load_signer
-from jobs.queue import PRIORITY, enqueue, queue
+from jobs.queue import PRIORITY, enqueue, held, lock_of, queue
 from jobs.retry import backoff
 from jobs.rpc import RpcClient, RpcError, RpcErrorKind, revert_reason
 from jobs.txbuild import Payload, sign, tx_fields
@@ -57,10 +57,9 @@ async def withdrawals_of(conn: AsyncConnection, payout_id: uuid.UUID) -> list[uu
 
 async def watch_chain(pool: AsyncConnectionPool, rpc: RpcClient, chain: Chain) -> WatchResult:
     """One pass over the chain's transactions on their way; a no-op if another watcher runs."""
-    async with pool.connection() as lock_conn, lock_conn.transaction():
-        cur = await lock_conn.execute(query("try_lock_watch"), {"chain": chain.name})
-        row = await cur.fetchone()
-        if not row or not row["locked"]:  # type: ignore[call-overload]
+    # One watcher per chain at a time (two would sign the same fee bump twice).
+    async with held(pool, lock_of("watch", chain.name)) as locked:
+        if not locked:
             return WatchResult()
         return await _watch(pool, rpc, chain)
 

@@ -6,8 +6,9 @@ It is created without a database; the API and the worker open it on their own co
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import procrastinate
 from procrastinate.exceptions import AlreadyEnqueued
@@ -86,6 +87,32 @@ def queue_again(
     return again
 
 
+@contextlib.asynccontextmanager
+async def held(pool: AsyncConnectionPool, key: str) -> AsyncIterator[bool]:
+    """Try to take the advisory lock `key` on a connection of its own and hold it while the block
+    runs; yields whether it was taken.
+
+    The lock is a session lock and the connection stays out of any transaction. A transaction
+    left open for the block (as a transaction-scoped lock needs) keeps the snapshot of its last
+    statement: Postgres then prunes no row version that any later transaction made dead, in any
+    table, for as long as the block runs (up to RUN_SECONDS), and the status changes of
+    withdrawals, which would fit in their page, go to every index instead. If anything goes
+    wrong between taking and letting go, the connection is closed rather than given back to the
+    pool: the lock, if Postgres granted it, goes with the session, as with a dead worker's.
+    """
+    async with pool.connection() as conn:
+        try:
+            cur = await conn.execute(query("try_lock_step"), {"key": key})
+            row = await cur.fetchone()
+            locked = bool(row and row["locked"])  # type: ignore[call-overload]
+            yield locked
+            if locked:
+                await conn.execute(query("unlock_step"), {"key": key})
+        except BaseException:
+            await conn.close()
+            raise
+
+
 # The longest a job runs its step in one go (seconds) before it gives its worker slot back and
 # queues a fresh job for the rest: with steady work for many keys, jobs that never ended would
 # take every slot (the watcher's among them, whose inclusions free the wallets' in-flight caps).
@@ -100,7 +127,8 @@ async def alone(
     again: Callable[[], Awaitable[None]],
 ) -> int | None:
     """Run `step` again and again while it does something, as the only job holding `key` (a
-    Postgres advisory lock on a connection of its own, gone with a dead worker's connection).
+    Postgres advisory lock on a connection of its own, gone with a dead worker's connection; see
+    `held`).
 
     Returns the sum of what the runs did, or None at once when another job holds `key`: jobs
     that waited for the lock instead held a worker slot and a connection each, and a backlog
@@ -114,10 +142,8 @@ async def alone(
     done: int | None = None
     deadline = time.monotonic() + RUN_SECONDS
     while True:
-        async with pool.connection() as lock_conn, lock_conn.transaction():
-            cur = await lock_conn.execute(query("try_lock_step"), {"key": key})
-            row = await cur.fetchone()
-            if not row or not row["locked"]:  # type: ignore[call-overload]
+        async with held(pool, key) as locked:
+            if not locked:
                 return done  # another holder took over: it asks `more` itself when it is done
             first = done is None
             done = done or 0

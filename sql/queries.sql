@@ -155,11 +155,6 @@ SELECT chain, address, role, enabled, created_at FROM hot_wallets ORDER BY chain
 -- One planner per chain at a time: balances and reservations are read and spent together.
 SELECT pg_advisory_xact_lock(hashtextextended('plan:' || %(chain)s, 0));
 
--- name: try_lock_watch
--- One watcher per chain at a time, for as long as the calling transaction lasts (two would sign
--- the same fee bump twice). Released by Postgres if the worker dies.
-SELECT pg_try_advisory_xact_lock(hashtextextended('watch:' || %(chain)s, 0)) AS locked;
-
 -- name: enqueue_once
 -- A job for a step, in the caller's transaction, unless one with the same queueing lock waits;
 -- one that waits for a retry after a failure is moved to now (new work should not wait out the
@@ -182,9 +177,16 @@ SELECT EXISTS (
 ) AS found;
 
 -- name: try_lock_step
--- One job at a time runs a step for a key (e.g. 'broadcast:<chain>:<sender>'), for as long as the
--- calling transaction lasts; false when another holds it. Released by Postgres if the worker dies.
-SELECT pg_try_advisory_xact_lock(hashtextextended(%(key)s, 0)) AS locked;
+-- One job at a time runs a step for a key (e.g. 'broadcast:<chain>:<sender>' or 'watch:<chain>'):
+-- a session lock, held outside any transaction until unlock_step or the end of the session (a
+-- dead worker's); false when another holds it. Session and transaction locks on the same key
+-- exclude each other, so a worker of the previous release, which took it per transaction, and
+-- one of this release never run the same step at once.
+SELECT pg_try_advisory_lock(hashtextextended(%(key)s, 0)) AS locked;
+
+-- name: unlock_step
+-- Let a step's key go (try_lock_step).
+SELECT pg_advisory_unlock(hashtextextended(%(key)s, 0)) AS unlocked;
 
 -- name: lock_sender
 -- One signer per (chain, sender) at a time, together with the nonce row lock (money rule 3).

@@ -234,3 +234,68 @@ def test_the_look_for_more_work_queries_see_their_own_step_and_key_only(db: Conn
     db.execute("UPDATE payouts SET status = 'SIGNED', nonce = 0 WHERE id = %s", (payout["id"],))
     after = asyncio.run(looks())
     assert (after["pending localhost"], after["planned 0xabc"], after["signed 0xabc"]) == (False, False, True)
+
+
+def advisory_holders(db: Conn) -> list[dict[str, Any]]:
+    """The sessions that hold an advisory lock: their state and whether they pin a snapshot."""
+    return db.execute(
+        "SELECT a.state, a.backend_xmin IS NOT NULL AS pins_snapshot FROM pg_locks l"
+        " JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted"
+        " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    ).fetchall()
+
+
+def test_a_held_key_keeps_no_transaction_open(db: Conn, database_url: str) -> None:
+    """Row versions made dead while a step runs can be pruned: the key's holder is not an open
+    transaction holding its last statement's snapshot (which held back pruning in every table
+    for the whole run, up to RUN_SECONDS)."""
+
+    async def run() -> list[dict[str, Any]]:
+        pool = await open_pool(database_url, min_size=2, max_size=2)
+        try:
+            seen: list[dict[str, Any]] = []
+
+            async def step() -> int:
+                seen.extend(await asyncio.to_thread(advisory_holders, db))
+                return 0
+
+            async def no_more() -> bool:
+                return False
+
+            async def never() -> None:
+                raise AssertionError("not queued again")
+
+            await alone(pool, "broadcast:localhost:0xabc", step, no_more, never)
+            return seen
+        finally:
+            await pool.close()
+
+    assert asyncio.run(run()) == [{"state": "idle", "pins_snapshot": False}]
+    assert advisory_holders(db) == []  # let go after the step
+
+
+def test_a_failing_step_lets_its_key_go(db: Conn, database_url: str) -> None:
+    async def run() -> tuple[str, int | None]:
+        pool = await open_pool(database_url, min_size=1, max_size=2)
+        try:
+
+            async def broken() -> int:
+                raise RuntimeError("the node went away")
+
+            async def other() -> int:
+                return 0
+
+            async def no_more() -> bool:
+                return False
+
+            async def never() -> None:
+                raise AssertionError("not queued again")
+
+            with pytest.raises(RuntimeError) as failed:
+                await alone(pool, "sign:localhost:0xabc", broken, no_more, never)
+            return str(failed.value), await alone(pool, "sign:localhost:0xabc", other, no_more, never)
+        finally:
+            await pool.close()
+
+    assert asyncio.run(run()) == ("the node went away", 0)  # the next job gets the key
+    assert advisory_holders(db) == []  # no pooled connection kept it
