@@ -27,6 +27,9 @@ async def _autocommit(conn: AsyncConnection) -> None:
 
 
 async def open_pool(database_url: str, *, min_size: int = 2, max_size: int = 10) -> AsyncConnectionPool:
+    # A connection closed while borrowed is dropped by the pool, never handed out again: the
+    # steps' session locks rely on it (jobs/queue.py `held`). Keep psycopg_pool's default
+    # close_returns=False.
     pool = AsyncConnectionPool(
         psycopg_url(database_url),
         min_size=min_size,

@@ -107,7 +107,10 @@ async def held(pool: AsyncConnectionPool, key: str) -> AsyncIterator[bool]:
             locked = bool(row and row["locked"])  # type: ignore[call-overload]
             yield locked
             if locked:
-                await conn.execute(query("unlock_step"), {"key": key})
+                cur = await conn.execute(query("unlock_step"), {"key": key})
+                row = await cur.fetchone()
+                if not row or not row["unlocked"]:  # type: ignore[call-overload]
+                    raise RuntimeError(f"the advisory lock {key!r} was not held when let go")
         except BaseException:
             await conn.close()
             raise

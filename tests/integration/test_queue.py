@@ -250,7 +250,7 @@ def test_a_held_key_keeps_no_transaction_open(db: Conn, database_url: str) -> No
     transaction holding its last statement's snapshot (which held back pruning in every table
     for the whole run, up to RUN_SECONDS)."""
 
-    async def run() -> list[dict[str, Any]]:
+    async def run() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         pool = await open_pool(database_url, min_size=2, max_size=2)
         try:
             seen: list[dict[str, Any]] = []
@@ -266,24 +266,40 @@ def test_a_held_key_keeps_no_transaction_open(db: Conn, database_url: str) -> No
                 raise AssertionError("not queued again")
 
             await alone(pool, "broadcast:localhost:0xabc", step, no_more, never)
-            return seen
+            # Looked at with the pool still open: closing it would end every session, locks and all.
+            return seen, await asyncio.to_thread(advisory_holders, db)
         finally:
             await pool.close()
 
-    assert asyncio.run(run()) == [{"state": "idle", "pins_snapshot": False}]
-    assert advisory_holders(db) == []  # let go after the step
+    during, after = asyncio.run(run())
+    assert during == [{"state": "idle", "pins_snapshot": False}]
+    assert after == []  # let go after the step, on a connection back in the pool
 
 
-def test_a_failing_step_lets_its_key_go(db: Conn, database_url: str) -> None:
-    async def run() -> tuple[str, int | None]:
-        pool = await open_pool(database_url, min_size=1, max_size=2)
+def another_session_takes(db: Conn, key: str) -> bool:
+    """Whether a session other than the pool's gets `key` (and lets it go at once)."""
+    row = db.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0)) AS locked", (key,)).fetchone()
+    assert row is not None
+    if row["locked"]:
+        db.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (key,))
+    return bool(row["locked"])
+
+
+@pytest.mark.parametrize("ending", ["raises", "is cancelled"])
+def test_a_step_that_does_not_finish_lets_its_key_go(db: Conn, database_url: str, ending: str) -> None:
+    key = "sign:localhost:0xabc"
+
+    async def run() -> tuple[bool, bool, list[dict[str, Any]]]:
+        # One connection: the key's holder goes back to the pool (or is replaced) and is the
+        # one the next job gets, where a lock left on it would be taken again (they nest).
+        pool = await open_pool(database_url, min_size=1, max_size=1)
         try:
+            started, go_on = asyncio.Event(), asyncio.Event()
 
-            async def broken() -> int:
+            async def stuck() -> int:
+                started.set()
+                await go_on.wait()
                 raise RuntimeError("the node went away")
-
-            async def other() -> int:
-                return 0
 
             async def no_more() -> bool:
                 return False
@@ -291,11 +307,21 @@ def test_a_failing_step_lets_its_key_go(db: Conn, database_url: str) -> None:
             async def never() -> None:
                 raise AssertionError("not queued again")
 
-            with pytest.raises(RuntimeError) as failed:
-                await alone(pool, "sign:localhost:0xabc", broken, no_more, never)
-            return str(failed.value), await alone(pool, "sign:localhost:0xabc", other, no_more, never)
+            task = asyncio.create_task(alone(pool, key, stuck, no_more, never))
+            await started.wait()
+            held_meanwhile = not await asyncio.to_thread(another_session_takes, db, key)
+            if ending == "raises":
+                go_on.set()
+            else:
+                task.cancel()
+            with contextlib.suppress(RuntimeError, asyncio.CancelledError):
+                await task
+            free_after = await asyncio.to_thread(another_session_takes, db, key)
+            return held_meanwhile, free_after, await asyncio.to_thread(advisory_holders, db)
         finally:
             await pool.close()
 
-    assert asyncio.run(run()) == ("the node went away", 0)  # the next job gets the key
-    assert advisory_holders(db) == []  # no pooled connection kept it
+    held_meanwhile, free_after, holders = asyncio.run(run())
+    assert held_meanwhile  # the step had the key
+    assert free_after  # another session gets it at once: no pooled connection kept it
+    assert holders == []
