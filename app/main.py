@@ -30,10 +30,10 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
             log.error("API: %s", exc)
             raise
         app.state.registry = registry or load_registry()
+        heap.settle()
         pool = await open_pool(app.state.settings.database_url.reveal(), max_size=app.state.settings.db_pool_size)
         app.state.pool = pool
         app.state.intake = Intake(pool)
-        heap.settle()
         try:
             async with queue.open_async(pool):
                 yield

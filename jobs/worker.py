@@ -24,11 +24,11 @@ QUEUES = ["validate", "sign", "broadcast", "watch", "tick", "accounts"]
 async def run(concurrency: int, queues: list[str]) -> None:
     settings = Settings.from_env()
     custody_check(settings)  # production: the master key must be there before any job runs
+    queue.perform_import_paths()  # the steps' modules, so that start-up is done before settling the heap
+    heap.settle()
     # Two connections per job: a step that runs alone holds its key's lock on one of them
     # (jobs/queue.py `alone`) and works on another; two more for procrastinate itself.
     pool = await open_pool(settings.database_url.reveal(), min_size=2, max_size=2 * concurrency + 2)
-    queue.perform_import_paths()  # the steps' modules, so that start-up is done before settling the heap
-    heap.settle()
     try:
         async with queue.open_async(pool):
             await queue.run_worker_async(
