@@ -202,13 +202,16 @@ def run_phase(
     def progress() -> None:
         nonlocal counts, next_print
         counts = status_counts(monitor, client_id)
-        print(f"  {label}: {time.time() - started:.0f}s {dict(sorted(counts.items()))}", flush=True)
-        next_print += PRINT_EVERY
+        elapsed = time.time() - started
+        print(f"  {label}: {elapsed:.0f}s {dict(sorted(counts.items()))}", flush=True)
+        next_print = elapsed + PRINT_EVERY
 
     # The monitor's reads run on the same 2 cores as the system it measures, so they are kept
     # small: while requests go in, the status counts (a read of every withdrawal of the run) only
-    # every PRINT_EVERY seconds. Once the load is done every withdrawal is committed and a
-    # terminal status is final, so every 0.5 s it reads only those from the oldest one still open.
+    # every PRINT_EVERY seconds. Once the load is done, every 0.5 s it reads only the withdrawals
+    # from the oldest one still open (a terminal status is final); when none is open, all of them
+    # once more, for a create that the load gave up waiting for and that committed since (its
+    # created_at, its transaction's start, may be older than the oldest open one).
     try:
         while load.poll() is None:
             if time.time() - started > settings.timeout:
@@ -227,7 +230,10 @@ def run_phase(
             ).fetchone()
             assert row is not None
             if not row["open"]:
-                break
+                if oldest == "-infinity":
+                    break
+                oldest = "-infinity"
+                continue
             oldest = row["oldest"]
             if time.time() - started > settings.timeout:
                 timed_out = True
