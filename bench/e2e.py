@@ -213,16 +213,18 @@ def run_phase(
     # once more, for a create that the load gave up waiting for and that committed since (its
     # created_at, its transaction's start, may be older than the oldest open one).
     try:
-        while load.poll() is None:
-            if time.time() - started > settings.timeout:
+        while True:
+            elapsed = time.time() - started
+            if elapsed > settings.timeout:
                 timed_out = True
                 break
-            if time.time() - started >= next_print:
+            if elapsed >= next_print:
                 progress()
-            time.sleep(0.1)
-        if load.returncode not in (None, 0):
-            raise RuntimeError(f"the load process failed ({load.returncode}); see {stack.log_dir}")
-        while not timed_out:
+            if load.poll() is None:
+                time.sleep(0.1)
+                continue
+            if load.returncode != 0:
+                raise RuntimeError(f"the load process failed ({load.returncode}); see {stack.log_dir}")
             row = monitor.execute(
                 "SELECT count(*) AS open, min(created_at) AS oldest FROM withdrawals"
                 " WHERE client_id = %s AND created_at >= %s::timestamptz AND status::text <> ALL(%s)",
@@ -235,11 +237,6 @@ def run_phase(
                 oldest = "-infinity"
                 continue
             oldest = row["oldest"]
-            if time.time() - started > settings.timeout:
-                timed_out = True
-                break
-            if time.time() - started >= next_print:
-                progress()
             time.sleep(0.5)
     finally:
         cpu_seconds = cpu.stop()

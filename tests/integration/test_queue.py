@@ -236,6 +236,16 @@ def test_the_look_for_more_work_queries_see_their_own_step_and_key_only(db: Conn
     assert (after["pending localhost"], after["planned 0xabc"], after["signed 0xabc"]) == (False, False, True)
 
 
+async def finds_nothing() -> bool:
+    """`alone`'s `more` when no work is left for the key."""
+    return False
+
+
+async def not_queued_again() -> None:
+    """`alone`'s `again` for a step that ends in time."""
+    raise AssertionError("not queued again")
+
+
 def advisory_holders(db: Conn) -> list[dict[str, Any]]:
     """The sessions that hold an advisory lock: their state and whether they pin a snapshot."""
     return db.execute(
@@ -259,13 +269,7 @@ def test_a_held_key_keeps_no_transaction_open(db: Conn, database_url: str) -> No
                 seen.extend(await asyncio.to_thread(advisory_holders, db))
                 return 0
 
-            async def no_more() -> bool:
-                return False
-
-            async def never() -> None:
-                raise AssertionError("not queued again")
-
-            await alone(pool, "broadcast:localhost:0xabc", step, no_more, never)
+            await alone(pool, "broadcast:localhost:0xabc", step, finds_nothing, not_queued_again)
             # Looked at with the pool still open: closing it would end every session, locks and all.
             return seen, await asyncio.to_thread(advisory_holders, db)
         finally:
@@ -301,13 +305,7 @@ def test_a_step_that_does_not_finish_lets_its_key_go(db: Conn, database_url: str
                 await go_on.wait()
                 raise RuntimeError("the node went away")
 
-            async def no_more() -> bool:
-                return False
-
-            async def never() -> None:
-                raise AssertionError("not queued again")
-
-            task = asyncio.create_task(alone(pool, key, stuck, no_more, never))
+            task = asyncio.create_task(alone(pool, key, stuck, finds_nothing, not_queued_again))
             await started.wait()
             held_meanwhile = not await asyncio.to_thread(another_session_takes, db, key)
             if ending == "raises":
