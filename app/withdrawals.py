@@ -9,10 +9,10 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.datastructures import QueryParams
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from app.amounts import format_units
@@ -31,7 +31,7 @@ MAX_PAGE = 200
 LIST_PARAMS = {"status", "chain", "asset", "created_from", "created_to", "cursor", "limit"}
 
 
-def render(request: Request, row: dict[str, Any]) -> dict[str, Any]:
+def render(request: Request, row: dict[str, Any]) -> Withdrawal:
     chain = request.app.state.registry.get(row["chain"])
     asset = chain.asset(row["asset"]) if chain else None
     units = int(row["amount"])
@@ -54,7 +54,13 @@ def render(request: Request, row: dict[str, Any]) -> dict[str, Any]:
         confirmations=row.get("confirmations"),
         created_at=row["created_at"],
         updated_at=row["updated_at"],
-    ).model_dump(mode="json")
+    )
+
+
+def json_response(body: BaseModel, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """The body as JSON, written by pydantic: the text JSONResponse(body.model_dump(mode="json"))
+    gives (compact, UTF-8), for less than half its CPU; every create's answer is one."""
+    return Response(body.model_dump_json(), status_code=status_code, headers=headers, media_type="application/json")
 
 
 async def read_body(request: Request) -> bytes:
@@ -177,7 +183,7 @@ async def create_withdrawal(request: Request) -> Response:
             ) from None
         if row is not None:
             location = {"Location": f"/v1/withdrawals/{row['id']}"}
-            return JSONResponse(render(request, row), status_code=201, headers=location)
+            return json_response(render(request, row), status_code=201, headers=location)
     # Nothing was inserted: the key is unknown or revoked, the idempotency key was used before
     # (a retry gets its withdrawal, even if the rules changed since), or the order is refused.
     async with request.app.state.pool.connection() as conn:
@@ -195,7 +201,7 @@ def replay(request: Request, existing: dict[str, Any], fingerprint: bytes) -> Re
             "idempotency_key_reused",
             "this Idempotency-Key was already used with a different request body",
         )
-    return JSONResponse(render(request, existing), status_code=200, headers={"Idempotent-Replayed": "true"})
+    return json_response(render(request, existing), headers={"Idempotent-Replayed": "true"})
 
 
 def path_id(request: Request) -> uuid.UUID:
@@ -212,7 +218,7 @@ async def get_withdrawal(request: Request) -> Response:
         row = await repo.get_withdrawal(conn, client.id, path_id(request))
     if row is None:
         raise ApiError(404, "withdrawal_not_found", "no withdrawal with this id")
-    return JSONResponse(render(request, row))
+    return json_response(render(request, row))
 
 
 async def cancel_withdrawal(request: Request) -> Response:
@@ -235,7 +241,7 @@ async def cancel_withdrawal(request: Request) -> Response:
                 if outcome == "requested":
                     row = await repo.get_withdrawal(conn, client.id, withdrawal_id)
                     assert row is not None
-                    return JSONResponse(render(request, row), status_code=202)
+                    return json_response(render(request, row), status_code=202)
             if row["status"] == WithdrawalStatus.SIGNING:
                 raise ApiError(
                     409,
@@ -249,7 +255,7 @@ async def cancel_withdrawal(request: Request) -> Response:
                     "withdrawal_not_cancelable",
                     f"the withdrawal is {row['status']}: it is already mined or finished",
                 )
-    return JSONResponse(render(request, row))
+    return json_response(render(request, row))
 
 
 def encode_cursor(row: dict[str, Any]) -> str:
@@ -332,10 +338,10 @@ async def list_withdrawals(request: Request) -> Response:
     more = len(rows) > limit
     rows = rows[:limit]
     body = WithdrawalPage(
-        data=[render(request, r) for r in rows],  # type: ignore[misc]
+        data=[render(request, r) for r in rows],
         next_cursor=encode_cursor(rows[-1]) if more else None,
     )
-    return JSONResponse(body.model_dump(mode="json"))
+    return json_response(body)
 
 
 routes = [
