@@ -74,8 +74,8 @@ class Intake:
         self.tasks: set[asyncio.Task[None]] = set()
 
     async def create(self, key_hash: bytes, new: repo.NewWithdrawal) -> dict[str, Any] | None:
-        """The new withdrawal's row, or None when nothing was written (see insert_withdrawals).
-        Raises Busy when MAX_QUEUED creates are already waiting."""
+        """The new withdrawal's row, the earlier one of a retry (`replayed`), or None (see
+        insert_withdrawals). Raises Busy when MAX_QUEUED creates are already waiting."""
         if len(self.queue) >= MAX_QUEUED:
             raise Busy(f"{len(self.queue)} creates are waiting to be written")
         loop = asyncio.get_running_loop()

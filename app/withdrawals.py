@@ -181,11 +181,14 @@ async def create_withdrawal(request: Request) -> Response:
                 retryable=True,
                 headers={"Retry-After": "1"},
             ) from None
+        if row is not None and row.pop("replayed"):
+            return replay(request, row, fingerprint)
         if row is not None:
             location = {"Location": f"/v1/withdrawals/{row['id']}"}
             return json_response(render(request, row), status_code=201, headers=location)
-    # Nothing was inserted: the key is unknown or revoked, the idempotency key was used before
-    # (a retry gets its withdrawal, even if the rules changed since), or the order is refused.
+    # Nothing was inserted: the key is unknown or revoked, a create with the same idempotency
+    # key committed while this one was written, or the order is refused (a retry of an earlier
+    # create still gets its withdrawal, even if the rules changed since).
     async with request.app.state.pool.connection() as conn:
         client = await client_of(conn, key)
         existing = await repo.get_by_idempotency_key(conn, client.id, idempotency)

@@ -58,18 +58,25 @@ def insert_params(creates: Sequence[tuple[bytes, NewWithdrawal]]) -> dict[str, s
 
 async def insert_withdrawals(conn: AsyncConnection, creates: Sequence[tuple[bytes, NewWithdrawal]]) -> list[Row | None]:
     """Insert each (API key hash, withdrawal) for the client behind the key, with the job that
-    takes them into the pipeline, in one statement. Per create, its row, or None, with nothing
-    written for it, when the key is unknown or revoked, the idempotency key was used already (also
-    by an earlier create of the same call), or the recipient is our own wallet."""
+    takes them into the pipeline, in one statement. Per create, a row: the new withdrawal, with
+    `replayed` false; or, with `replayed` true, the one its client created earlier with its
+    idempotency key (a retry; its body may differ, see request_hash). None, with nothing written
+    for it, when the key is unknown or revoked, the recipient is our own wallet, or the
+    idempotency key was taken by a create that committed while this one ran or by an earlier
+    create of the same call."""
     cur = await conn.execute(query("insert_withdrawal"), insert_params(creates))
     rows: list[Row | None] = [None] * len(creates)
     taken: set[Any] = set()
     found = cast(list[Row], await cur.fetchall())  # the pool's connections make dict rows
     for row in sorted(found, key=lambda r: r["ordinal"]):
         ordinal = row.pop("ordinal")
-        # Two creates of one client with one idempotency key and body match the same row: the
-        # first gets it; the other is told about it as a replay, as a racing duplicate is.
-        if rows[ordinal] is None and row["id"] not in taken:
+        if rows[ordinal] is not None:
+            continue
+        if row["replayed"]:
+            rows[ordinal] = row
+        # Two creates of one client with one idempotency key and body match the same new row:
+        # the first gets it; the other is told about it as a replay, as a racing duplicate is.
+        elif row["id"] not in taken:
             rows[ordinal] = row
             taken.add(row["id"])
     return rows

@@ -25,6 +25,11 @@ WHERE k.key_hash = %(key_hash)s AND k.revoked_at IS NULL AND c.disabled_at IS NU
 -- two equal).
 -- The creates come as one JSON array of objects (hashes in hex, the amount as a decimal string):
 -- psycopg writes one JSON text in C, where nine arrays cost it about twice the client CPU.
+-- A create whose client used its idempotency key before this statement began (a retry) gets
+-- that withdrawal back, marked `replayed`, for the caller to answer as a replay or refuse when
+-- its body differs: a burst of retries costs no round trip more than the creates. The lookup
+-- sees the statement's snapshot, so a duplicate that commits while this one runs comes back
+-- neither created nor replayed (the caller looks it up after the commit).
 WITH input AS (
     SELECT t.ordinal, decode(t.key_hash, 'hex') AS key_hash, t.idempotency_key,
            decode(t.request_hash, 'hex') AS request_hash, t.chain, t.asset, t.to_address, t.amount, t.reference
@@ -47,7 +52,8 @@ WITH input AS (
     SELECT client_id, idempotency_key, request_hash, chain, asset, to_address, amount, reference
     FROM keyed ORDER BY client_id, idempotency_key, ordinal  -- one order for all: no deadlock between batches
     ON CONFLICT (client_id, idempotency_key) DO NOTHING
-    RETURNING *
+    RETURNING id, client_id, idempotency_key, request_hash, chain, asset, to_address, amount, reference, status, status_note,
+    failure_code, failure_reason, created_at, updated_at
 ), job AS (
     INSERT INTO procrastinate_jobs (queue_name, task_name, priority, queueing_lock, args)
     SELECT 'validate', 'validate', 10, 'validate:' || chain, jsonb_build_object('chain', chain)
@@ -58,10 +64,24 @@ WITH input AS (
     )
     ON CONFLICT (queueing_lock) WHERE status = 'todo' DO NOTHING
 )
-SELECT keyed.ordinal, created.*
+SELECT keyed.ordinal, false AS replayed, created.*,
+       NULL::text AS tx_hash, NULL::bigint AS block_number, NULL::integer AS confirmations, NULL::text AS sender
 FROM created
 JOIN keyed ON keyed.client_id = created.client_id AND keyed.idempotency_key = created.idempotency_key
-    AND keyed.request_hash = created.request_hash;
+    AND keyed.request_hash = created.request_hash
+UNION ALL
+-- The same columns, with the transaction's as get_withdrawal_by_idempotency_key gives them;
+-- OFFSET 0 keeps the lookup an index probe per create (as for the keys above).
+SELECT keyed.ordinal, true, earlier.*
+FROM keyed
+CROSS JOIN LATERAL (
+    SELECT w.id, w.client_id, w.idempotency_key, w.request_hash, w.chain, w.asset, w.to_address, w.amount, w.reference,
+           w.status, w.status_note, w.failure_code, w.failure_reason, w.created_at, w.updated_at,
+           w.tx_hash, w.block_number, w.confirmations, w.sender
+    FROM withdrawals_with_tx w
+    WHERE w.client_id = keyed.client_id AND w.idempotency_key = keyed.idempotency_key
+    OFFSET 0
+) AS earlier;
 
 -- name: get_withdrawal_by_idempotency_key
 -- The withdrawal a client created with an idempotency key.

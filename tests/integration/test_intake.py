@@ -104,6 +104,56 @@ def test_a_burst_of_mixed_creates_gets_the_answers_lone_requests_would(db: Conn,
     assert count(db, "SELECT count(DISTINCT created_at) AS n FROM withdrawals") < 41
 
 
+def test_a_burst_of_retries_gets_the_withdrawals_back_as_replays(db: Conn, api: Api) -> None:
+    """Retries (a client resending after a timeout, say) are answered from the batch statement:
+    the same answer a lone retry gets, nothing written twice."""
+    _, acme = make_client(db, "acme")
+    headers = {"Authorization": f"Bearer {acme}"}
+    with api.client() as http:
+        first = {
+            f"pay-{i}": http.post(
+                "/v1/withdrawals", json=body(amount=f"{i + 1}"), headers=headers | {"Idempotency-Key": f"pay-{i}"}
+            )
+            for i in range(20)
+        }
+        assert {r.status_code for r in first.values()} == {201}
+        # One of them moves on, so that a replay shows its status now, not the one it was created with.
+        db.execute(
+            "UPDATE withdrawals SET status = 'VALIDATING', status_note = 'checking' WHERE id = %s",
+            (first["pay-3"].json()["id"],),
+        )
+        current = {
+            idem: http.get(f"/v1/withdrawals/{r.json()['id']}", headers=headers).json() for idem, r in first.items()
+        }
+    jobs = count(db, "SELECT count(*) AS n FROM procrastinate_jobs")
+    # (idempotency key, body): each sent again as it was, and five with another amount.
+    retries = [(f"pay-{i}", body(amount=f"{i + 1}")) for i in range(20)]
+    retries += [(f"pay-{i}", body(amount="99")) for i in range(5)]
+
+    async def fire() -> list[httpx.Response]:
+        limits = httpx.Limits(max_connections=len(retries))
+        async with httpx.AsyncClient(base_url=api.url, limits=limits, timeout=30) as http:
+            return await asyncio.gather(
+                *(
+                    http.post("/v1/withdrawals", json=b, headers=headers | {"Idempotency-Key": idem})
+                    for idem, b in retries
+                )
+            )
+
+    for (idem, b), r in zip(retries, asyncio.run(fire()), strict=True):
+        if b["amount"] == "99":
+            assert r.status_code == 422, r.text
+            assert r.json()["code"] == "idempotency_key_reused"
+        else:
+            assert r.status_code == 200, r.text
+            assert r.headers["idempotent-replayed"] == "true"
+            assert r.json() == current[idem]
+    assert current["pay-3"]["status"] == "VALIDATING"
+    assert count(db, "SELECT count(*) AS n FROM withdrawals") == 20
+    assert count(db, "SELECT count(*) AS n FROM withdrawal_events") == 21
+    assert count(db, "SELECT count(*) AS n FROM procrastinate_jobs") == jobs
+
+
 def test_a_create_that_fails_does_not_fail_the_others_of_its_batch(db: Conn, database_url: str) -> None:
     client_id, key = make_client(db, "acme")
 
@@ -254,6 +304,31 @@ def test_with_many_api_keys_a_create_finds_its_key_by_index(db: Conn) -> None:
     assert scans == [("Index Scan", "uq_api_keys_key_hash")]
 
 
+def test_with_many_withdrawals_a_retry_finds_its_withdrawal_by_index(db: Conn) -> None:
+    """Every create also looks for an earlier one with its idempotency key (a retry): that must
+    be an index probe per create, not a read of the client's withdrawals."""
+    client_id, key = make_client(db, "acme")
+    db.execute(
+        "INSERT INTO withdrawals (client_id, idempotency_key, request_hash, chain, asset, to_address, amount) "
+        "SELECT %s, 'old-' || i, '\\x00', 'localhost', 'USDT', %s, 1 FROM generate_series(1, 5000) AS i",
+        (client_id, RECIPIENT),
+    )
+    db.execute("ANALYZE withdrawals")
+    params = repo.insert_params([(hash_key(key), order_of(1))])
+    plan = db.execute("EXPLAIN (FORMAT JSON) " + query("insert_withdrawal"), params).fetchone()
+    assert plan is not None
+    scans = []
+
+    def walk(node: dict[str, Any]) -> None:
+        if node.get("Relation Name") == "withdrawals" and node["Node Type"] != "ModifyTable":
+            scans.append((node["Node Type"], node.get("Index Name")))
+        for child in node.get("Plans", []):
+            walk(child)
+
+    walk(plan["QUERY PLAN"][0]["Plan"])
+    assert scans == [("Index Scan", "uq_withdrawals_client_id_idempotency_key")]
+
+
 @pytest.mark.parametrize("writers", [1, 4])
 def test_creates_with_one_idempotency_key_never_share_a_batch(db: Conn, database_url: str, writers: int) -> None:
     client_id, key = make_client(db, "acme")
@@ -264,7 +339,11 @@ def test_creates_with_one_idempotency_key_never_share_a_batch(db: Conn, database
             return await asyncio.gather(*(intake.create(hash_key(key), same) for _ in range(10)))
 
     outcomes = asyncio.run(run())
-    assert sum(o is not None for o in outcomes) == 1  # the others are replays, told apart by the API
+    created = [o for o in outcomes if o is not None and not o["replayed"]]
+    assert len(created) == 1
+    # The others are retries: each gets the created withdrawal back as a replay, or None when it
+    # ran while the first was committing (the API then looks it up).
+    assert all(o is None or o["id"] == created[0]["id"] for o in outcomes)
     assert count(db, f"SELECT count(*) AS n FROM withdrawals WHERE client_id = '{client_id}'") == 1
 
 
