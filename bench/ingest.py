@@ -6,8 +6,9 @@ Creates a scratch database (`payouts_bench`, on TEST_DATABASE_URL's server), ser
 the yardstick endpoints (bench/server.py) from one uvicorn process (uvloop, httptools, one
 worker), and drives them with wrk (Debian package `wrk`, a separate process; 2 threads) at 10,
 100 and 1,000 connections, each taking all the server gives; then the API alone again at 100
-connections, paced (each client pauses between requests) to offer the bare INSERT+defer
-endpoint's throughput and 50 and 75 % of the API's: latency at a given load.
+connections resending the 100-connection run's requests (retries, answered as replays); then
+paced (each client pauses between requests) to offer the bare INSERT+defer endpoint's
+throughput and 50 and 75 % of the API's: latency at a given load.
 The database first gets a history of SEED withdrawals (bench/history.py). No job worker runs, so
 the measure is the API alone. All share the machine's 2 cores with wrk.
 """
@@ -34,6 +35,7 @@ from tests.conftest import ADMIN_URL, REPO_ROOT, free_port
 
 CONNECTIONS = (10, 100, 1000)
 PACED_CONNECTIONS = 100
+RETRY_CONNECTIONS = 100
 PACED_SHARES = (0.5, 0.75)
 CALIBRATION_RUNS = 3
 CALIBRATION_SECONDS = 3
@@ -116,6 +118,13 @@ def calibrate(base: str, key: str, offered: float, run: str) -> float:
     return think
 
 
+def created_count(url: str, client_id: object) -> int:
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT count(*) FROM withdrawals WHERE client_id = %s", (client_id,)).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
 def paced_note(offered: float, think: float, got: dict[str, float]) -> str:
     """Say when a paced run is not the load it was meant to be."""
     if think == 0:
@@ -137,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     url = scratch_database()
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(BARE_TABLE)
-        key = clients.create_key(conn, clients.create_client(conn, "bench"))
+        bench_client = clients.create_client(conn, "bench")
+        key = clients.create_key(conn, bench_client)
         history_client = clients.create_client(conn, "history")
     # Tables of a running system, not a new database's first minute (bench/history.py).
     fill(url, str(history_client), 0, SEED, HISTORY_PAYEE)
@@ -186,6 +196,17 @@ def main(argv: list[str] | None = None) -> int:
                 f"no-op {floor['rps']:.0f}/s p95 {floor['p95']:.1f} ms",
                 flush=True,
             )
+        # Retries: the 100-connection run's requests again, same keys and bodies (wrk numbers
+        # them alike), as clients resend after an outage: answered as replays, nothing written.
+        # A request beyond the first run's count is a fresh create; the table says how many.
+        written = created_count(url, bench_client)
+        retry = run_wrk(base, "/v1/withdrawals", key, RETRY_CONNECTIONS, args.duration, f"{run}-{RETRY_CONNECTIONS}")
+        retry["fresh"] = created_count(url, bench_client) - written
+        print(
+            f"retries, {RETRY_CONNECTIONS} connections: {retry['rps']:.0f}/s p95 {retry['p95']:.1f} ms, "
+            f"{retry['fresh']} of {retry['requests']} fresh",
+            flush=True,
+        )
         # The same 100 clients, each pausing between requests: latency at a given load rather
         # than at saturation (where Little's law sets it: 100 / throughput).
         saturated = next(api for connections, api, *_ in rows if connections == PACED_CONNECTIONS)
@@ -227,6 +248,19 @@ def main(argv: list[str] | None = None) -> int:
             f"| {floor['rps']:,.0f} | {floor['p50']:.1f} / {floor['p95']:.1f} / {floor['p99']:.1f} "
             f"| {api['errors']} / {bare['errors']} / {one['errors']} / {floor['errors']} |"
         )
+    replays = retry["requests"] - retry["fresh"]
+    lines += [
+        "",
+        f"Retries: {RETRY_CONNECTIONS} connections sending the {RETRY_CONNECTIONS}-connection run's requests again "
+        "(same API key, Idempotency-Key and body, as clients resend after an outage): each is answered 200 "
+        "with the withdrawal written the first time (a replay); requests past the first run's count are "
+        "fresh creates (counted in the database).",
+        "",
+        "| connections | req/s | p50 / p95 / p99 ms | replays | fresh creates | errors |",
+        "|---|---|---|---|---|---|",
+        f"| {RETRY_CONNECTIONS} | {retry['rps']:,.0f} | {retry['p50']:.1f} / {retry['p95']:.1f} / {retry['p99']:.1f} "
+        f"| {replays:,} | {retry['fresh']:,} | {retry['errors']} |",
+    ]
     lines += [
         "",
         f"Paced: {PACED_CONNECTIONS} connections to POST /v1/withdrawals, each pausing before each request for a "
