@@ -1,6 +1,6 @@
 """End-to-end benchmark: withdrawals from the HTTP request to CONFIRMED on a local anvil chain.
 
-    .venv/bin/python -m bench.e2e [--count 10000] [--rates 100,1000] [--backlog 20000]
+    .venv/bin/python -m bench.e2e [--count 10000] [--rates 100,1500] [--backlog 20000]
                                   [--chains 2s-30M,1s-300M] [--quick] [--out FILE]
 
 For each chain setting (2 s blocks with a 30M gas limit, where the chain is the limit, and 1 s
@@ -579,7 +579,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="python -m bench.e2e", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--count", type=int, default=10_000, help="withdrawals per run (default 10,000)")
-    parser.add_argument("--rates", default="100,1000", help="offered rates per second, comma-separated")
+    parser.add_argument("--rates", default="100,1500", help="offered rates per second, comma-separated")
     parser.add_argument("--chains", default=",".join(CHAINS), help=f"chain settings among {', '.join(CHAINS)}")
     parser.add_argument(
         "--backlog",
