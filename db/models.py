@@ -87,7 +87,8 @@ api_keys = Table(
 withdrawals = Table(
     "withdrawals",
     metadata,
-    _uuid_pk(),
+    # Time-ordered (version 7): creates write at the right edge of the indexes (migration 0009).
+    Column("id", UUID(as_uuid=True), primary_key=True, server_default=text("uuid_time_ordered()")),
     Column("client_id", UUID(as_uuid=True), ForeignKey("api_clients.id"), nullable=False),
     Column("idempotency_key", Text, nullable=False),
     Column("request_hash", LargeBinary, nullable=False),

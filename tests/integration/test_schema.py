@@ -430,3 +430,21 @@ def test_work_is_found_through_the_queue_index(db: Conn) -> None:
             read = [n for n in nodes if n.get("Relation Name") == "withdrawals"]
             assert read and all(n.get("Index Name") == "ix_withdrawals_queue" for n in read), name
             assert sum(n["Actual Rows"] for n in read) <= found, name
+
+
+def test_withdrawal_ids_are_version_7_in_creation_order(db: Conn) -> None:
+    """New withdrawals' ids sort by creation time (migration 0009), so a create writes at the
+    right edge of the indexes keyed by them."""
+    client_id = make_client(db, "acme")[0]
+    ids = []
+    for _ in range(5):
+        ids.append(insert_withdrawal(db, client_id))
+        db.execute("SELECT pg_sleep(0.002)")  # the time part counts milliseconds
+    assert [i.version for i in ids] == [7] * 5
+    assert all(i.variant == uuid.RFC_4122 for i in ids)
+    assert ids == sorted(ids)
+    row = db.execute("SELECT min(created_at) AS first FROM withdrawals WHERE id = %s", (ids[0],)).fetchone()
+    assert row is not None
+    millis = ids[0].int >> 80
+    assert abs(millis / 1000 - row["first"].timestamp()) < 1
+    assert len(set(ids)) == 5
