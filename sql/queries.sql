@@ -65,19 +65,19 @@ WITH input AS (
     ON CONFLICT (queueing_lock) WHERE status = 'todo' DO NOTHING
 )
 SELECT keyed.ordinal, false AS replayed, created.*,
-       NULL::text AS tx_hash, NULL::bigint AS block_number, NULL::integer AS confirmations, NULL::text AS sender
+       NULL::text AS tx_hash, NULL::bigint AS block_number, NULL::integer AS confirmations
 FROM created
 JOIN keyed ON keyed.client_id = created.client_id AND keyed.idempotency_key = created.idempotency_key
     AND keyed.request_hash = created.request_hash
 UNION ALL
--- The same columns, with the transaction's as get_withdrawal_by_idempotency_key gives them;
+-- The same columns, with the paying transaction's that the API shows (withdrawals_with_tx);
 -- OFFSET 0 keeps the lookup an index probe per create (as for the keys above).
 SELECT keyed.ordinal, true, earlier.*
 FROM keyed
 CROSS JOIN LATERAL (
     SELECT w.id, w.client_id, w.idempotency_key, w.request_hash, w.chain, w.asset, w.to_address, w.amount, w.reference,
            w.status, w.status_note, w.failure_code, w.failure_reason, w.created_at, w.updated_at,
-           w.tx_hash, w.block_number, w.confirmations, w.sender
+           w.tx_hash, w.block_number, w.confirmations
     FROM withdrawals_with_tx w
     WHERE w.client_id = keyed.client_id AND w.idempotency_key = keyed.idempotency_key
     OFFSET 0

@@ -279,6 +279,23 @@ def test_creates_waiting_on_a_collecting_writer_hear_it_when_the_writers_are_can
     assert count(db, f"SELECT count(*) AS n FROM withdrawals WHERE client_id = '{client_id}'") == 1
 
 
+def create_reads(db: Conn, key: str, relation: str) -> list[tuple[str, str | None]]:
+    """How the plan of one create's statement reads `relation`: (node type, index) per scan."""
+    params = repo.insert_params([(hash_key(key), order_of(1))])
+    plan = db.execute("EXPLAIN (FORMAT JSON) " + query("insert_withdrawal"), params).fetchone()
+    assert plan is not None
+    scans = []
+
+    def walk(node: dict[str, Any]) -> None:
+        if node.get("Relation Name") == relation and node["Node Type"] != "ModifyTable":
+            scans.append((node["Node Type"], node.get("Index Name")))
+        for child in node.get("Plans", []):
+            walk(child)
+
+    walk(plan["QUERY PLAN"][0]["Plan"])
+    return scans
+
+
 def test_with_many_api_keys_a_create_finds_its_key_by_index(db: Conn) -> None:
     """The creates' row count is unknown to the planner (it takes 100): the key lookup must stay
     an index probe per create, not a read of every API key."""
@@ -289,19 +306,7 @@ def test_with_many_api_keys_a_create_finds_its_key_by_index(db: Conn) -> None:
         (client_id,),
     )
     db.execute("ANALYZE api_keys")
-    params = repo.insert_params([(hash_key(key), order_of(1))])
-    plan = db.execute("EXPLAIN (FORMAT JSON) " + query("insert_withdrawal"), params).fetchone()
-    assert plan is not None
-    scans = []
-
-    def walk(node: dict[str, Any]) -> None:
-        if node.get("Relation Name") == "api_keys":
-            scans.append((node["Node Type"], node.get("Index Name")))
-        for child in node.get("Plans", []):
-            walk(child)
-
-    walk(plan["QUERY PLAN"][0]["Plan"])
-    assert scans == [("Index Scan", "uq_api_keys_key_hash")]
+    assert create_reads(db, key, "api_keys") == [("Index Scan", "uq_api_keys_key_hash")]
 
 
 def test_with_many_withdrawals_a_retry_finds_its_withdrawal_by_index(db: Conn) -> None:
@@ -314,19 +319,7 @@ def test_with_many_withdrawals_a_retry_finds_its_withdrawal_by_index(db: Conn) -
         (client_id, RECIPIENT),
     )
     db.execute("ANALYZE withdrawals")
-    params = repo.insert_params([(hash_key(key), order_of(1))])
-    plan = db.execute("EXPLAIN (FORMAT JSON) " + query("insert_withdrawal"), params).fetchone()
-    assert plan is not None
-    scans = []
-
-    def walk(node: dict[str, Any]) -> None:
-        if node.get("Relation Name") == "withdrawals" and node["Node Type"] != "ModifyTable":
-            scans.append((node["Node Type"], node.get("Index Name")))
-        for child in node.get("Plans", []):
-            walk(child)
-
-    walk(plan["QUERY PLAN"][0]["Plan"])
-    assert scans == [("Index Scan", "uq_withdrawals_client_id_idempotency_key")]
+    assert create_reads(db, key, "withdrawals") == [("Index Scan", "uq_withdrawals_client_id_idempotency_key")]
 
 
 @pytest.mark.parametrize("writers", [1, 4])
