@@ -9,9 +9,14 @@ waiting one came, so that the creates of those few milliseconds share one statem
 costs the API and Postgres about 0.65 ms of CPU whatever its size and about 0.1 ms per create, so
 at 1,000 creates/s one create per statement would spend most of that CPU on the statements; and
 a burst (a few clients each waiting for its answer) stops collecting QUIET after its last
-create. Only one writer collects at a time; up to WRITERS batches are written at once, each on
-its own connection. Each request is answered only after its batch commits, so a 201 still
-means the withdrawal and its job are stored.
+create. While a writer's batch is in flight, the creates that come wait for its next batch: the
+batches grow with the load by themselves, and the API, whose CPU is the limit at saturation,
+spends less of it per create (100 clients sending as fast as they are answered, side by side
+with a new writer for each create that found the others busy: batches of about 45 creates
+instead of 35, 9 % to 16 % more creates per second, p95 latency 12 % to 25 % lower). Another
+writer starts, up to WRITERS, each on its own connection, only when more creates wait than the
+running writers' next batches hold. Each request is answered only after its batch commits, so a
+201 still means the withdrawal and its job are stored.
 
 Two creates with the same idempotency key never share a batch (the second waits for the next),
 so each learns the outcome a lone request would. When a batch fails because of what one create
@@ -83,8 +88,9 @@ class Intake:
         now = loop.time()
         self.gap, self.last_arrival = now - self.last_arrival, now
         self.queue.append((key_hash, new, done, now))
-        # A writer that is collecting takes this create too, unless its batch is full already.
-        if self.running < self.writers and (not self.collecting or len(self.queue) > self.max_batch):
+        # A running writer takes this create in its next batch (a collecting one: in the batch it
+        # collects), unless more wait than the running writers' next batches hold.
+        if self.running < self.writers and len(self.queue) > self.max_batch * self.running:
             self.running += 1
             task = asyncio.create_task(self._write())
             self.tasks.add(task)

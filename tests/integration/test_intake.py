@@ -259,6 +259,51 @@ def test_a_burst_is_written_once_no_more_creates_come_without_waiting_the_whole_
     assert statements_of(db, client_id) == [[1], [2, 3, 4, 5, 6]]
 
 
+async def until_waiting_on_locks(watcher: psycopg.AsyncConnection[Any], statements: int) -> None:
+    for _ in range(1000):
+        cur = await watcher.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        row = await cur.fetchone()
+        assert row is not None
+        if row[0] >= statements:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"fewer than {statements} statements waited on a lock")
+
+
+def test_creates_that_come_while_a_batch_is_written_wait_for_the_next_batch_not_a_new_writer(
+    db: Conn, database_url: str
+) -> None:
+    """A writer whose batch is in flight takes the creates that came meanwhile in its next batch;
+    another writer starts only when more wait than that batch holds."""
+    client_id, key = make_client(db, "acme")
+
+    async def run() -> tuple[list[int], list[Any]]:
+        async with (
+            intake_on(database_url, 4, writers=4, max_batch=2) as intake,
+            await psycopg.AsyncConnection.connect(database_url) as blocker,
+            await psycopg.AsyncConnection.connect(database_url, autocommit=True) as watcher,
+        ):
+            await blocker.execute("LOCK TABLE withdrawals IN SHARE MODE")  # the batches' inserts wait
+            creates = [asyncio.ensure_future(intake.create(hash_key(key), order_of(1)))]
+            await until_waiting_on_locks(watcher, 1)  # [1] is in flight
+            running = []
+            for amount in (2, 3, 4, 5):
+                creates.append(asyncio.ensure_future(intake.create(hash_key(key), order_of(amount))))
+                await asyncio.sleep(0.01)  # each comes alone, no sooner than a lone create is written
+                running.append(intake.running)
+                if amount == 4:  # 2, 3 and 4 waited: more than one batch; a second writer took two
+                    await until_waiting_on_locks(watcher, 2)
+            await blocker.rollback()
+            return running, await asyncio.gather(*creates)
+
+    running, rows = asyncio.run(run())
+    assert [int(r["amount"]) for r in rows] == [1, 2, 3, 4, 5]
+    assert running == [1, 1, 2, 2]
+    assert statements_of(db, client_id) == [[1], [2, 3], [4, 5]]
+
+
 def test_creates_waiting_on_a_collecting_writer_hear_it_when_the_writers_are_cancelled(
     db: Conn, database_url: str
 ) -> None:
