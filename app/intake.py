@@ -73,6 +73,7 @@ class Intake:
         self.quiet = quiet
         self.running = 0
         self.collecting = 0
+        self.retrying = 0  # writers writing a failed batch's creates one by one
         self.last_arrival = float("-inf")
         self.gap = float("inf")  # seconds between the last two creates
         self.queue: deque[Pending] = deque()
@@ -89,8 +90,9 @@ class Intake:
         self.gap, self.last_arrival = now - self.last_arrival, now
         self.queue.append((key_hash, new, done, now))
         # A running writer takes this create in its next batch (a collecting one: in the batch it
-        # collects), unless more wait than the running writers' next batches hold.
-        if self.running < self.writers and len(self.queue) > self.max_batch * self.running:
+        # collects), unless more wait than the running writers' next batches hold. A writer that
+        # writes a failed batch's creates one by one takes no batch soon.
+        if self.running < self.writers and len(self.queue) > self.max_batch * (self.running - self.retrying):
             self.running += 1
             task = asyncio.create_task(self._write())
             self.tasks.add(task)
@@ -176,14 +178,18 @@ class Intake:
                 _settle(done, exc)
             return
         log.warning("a batch of %d creates failed (SQLSTATE %s); writing each alone", len(batch), sqlstate)
-        for key_hash, new, done, _ in batch:
-            try:
-                async with self.pool.connection() as conn:
-                    (row,) = await repo.insert_withdrawals(conn, [(key_hash, new)])
-            except Exception as alone:  # noqa: BLE001 - handed to the request
-                _settle(done, alone)
-            else:
-                _settle(done, row)
+        self.retrying += 1
+        try:
+            for key_hash, new, done, _ in batch:
+                try:
+                    async with self.pool.connection() as conn:
+                        (row,) = await repo.insert_withdrawals(conn, [(key_hash, new)])
+                except Exception as alone:  # noqa: BLE001 - handed to the request
+                    _settle(done, alone)
+                else:
+                    _settle(done, row)
+        finally:
+            self.retrying -= 1
 
 
 def _settle(done: asyncio.Future[dict[str, Any] | None], outcome: dict[str, Any] | None | Exception) -> None:

@@ -304,6 +304,44 @@ def test_creates_that_come_while_a_batch_is_written_wait_for_the_next_batch_not_
     assert statements_of(db, client_id) == [[1], [2, 3], [4, 5]]
 
 
+def test_a_create_that_comes_while_a_failed_batch_is_written_one_by_one_does_not_wait_for_it(
+    db: Conn, database_url: str
+) -> None:
+    client_id, key = make_client(db, "acme")
+
+    def new(idempotency_key: str, amount: int) -> NewWithdrawal:
+        return NewWithdrawal(idempotency_key, b"h" * 32, "localhost", "USDT", RECIPIENT, amount, None)
+
+    async def run() -> tuple[Any, list[Any]]:
+        async with (
+            intake_on(database_url, 4, writers=2) as intake,
+            await psycopg.AsyncConnection.connect(database_url) as blocker,
+            await psycopg.AsyncConnection.connect(database_url, autocommit=True) as watcher,
+        ):
+            # Uncommitted, the same idempotency key as "z-held": its create waits for this transaction.
+            await blocker.execute(
+                "INSERT INTO withdrawals (client_id, idempotency_key, request_hash, chain, asset, to_address, amount) "
+                "VALUES (%s, 'z-held', '\\x00', 'localhost', 'USDT', %s, 1)",
+                (client_id, RECIPIENT),
+            )
+            # One batch; its out-of-range amount fails it, and its creates are written one by one:
+            # "a-bad" fails again, "z-held" waits for the blocker.
+            failed = [
+                asyncio.ensure_future(intake.create(hash_key(key), new(k, a)))
+                for k, a in (("a-bad", 10**78), ("z-held", 2))
+            ]
+            await until_waiting_on_locks(watcher, 1)
+            assert intake.retrying == 1
+            later = await asyncio.wait_for(intake.create(hash_key(key), new("later", 3)), 10)
+            await blocker.rollback()
+            return later, await asyncio.gather(*failed, return_exceptions=True)
+
+    later, outcomes = asyncio.run(run())
+    assert int(later["amount"]) == 3
+    assert [type(o).__name__ for o in outcomes] == ["NumericValueOutOfRange", "dict"]
+    assert statements_of(db, client_id) == [[2], [3]]
+
+
 def test_creates_waiting_on_a_collecting_writer_hear_it_when_the_writers_are_cancelled(
     db: Conn, database_url: str
 ) -> None:
