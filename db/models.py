@@ -54,8 +54,8 @@ withdrawal_status = Enum(
 )
 
 
-def _uuid_pk() -> Column:
-    return Column("id", UUID(as_uuid=True), primary_key=True, server_default=text("gen_random_uuid()"))
+def _uuid_pk(default: str = "gen_random_uuid()") -> Column:
+    return Column("id", UUID(as_uuid=True), primary_key=True, server_default=text(default))
 
 
 def _created_at() -> Column:
@@ -88,7 +88,7 @@ withdrawals = Table(
     "withdrawals",
     metadata,
     # Time-ordered (version 7): creates write at the right edge of the indexes (migration 0009).
-    Column("id", UUID(as_uuid=True), primary_key=True, server_default=text("uuid_time_ordered()")),
+    _uuid_pk("uuid_time_ordered()"),
     Column("client_id", UUID(as_uuid=True), ForeignKey("api_clients.id"), nullable=False),
     Column("idempotency_key", Text, nullable=False),
     Column("request_hash", LargeBinary, nullable=False),

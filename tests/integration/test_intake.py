@@ -309,9 +309,6 @@ def test_a_create_that_comes_while_a_failed_batch_is_written_one_by_one_does_not
 ) -> None:
     client_id, key = make_client(db, "acme")
 
-    def new(idempotency_key: str, amount: int) -> NewWithdrawal:
-        return NewWithdrawal(idempotency_key, b"h" * 32, "localhost", "USDT", RECIPIENT, amount, None)
-
     async def run() -> tuple[Any, list[Any]]:
         async with (
             intake_on(database_url, 4, writers=2) as intake,
@@ -327,12 +324,12 @@ def test_a_create_that_comes_while_a_failed_batch_is_written_one_by_one_does_not
             # One batch; its out-of-range amount fails it, and its creates are written one by one:
             # "a-bad" fails again, "z-held" waits for the blocker.
             failed = [
-                asyncio.ensure_future(intake.create(hash_key(key), new(k, a)))
+                asyncio.ensure_future(intake.create(hash_key(key), order_of(a, k)))
                 for k, a in (("a-bad", 10**78), ("z-held", 2))
             ]
             await until_waiting_on_locks(watcher, 1)
             assert intake.retrying == 1
-            later = await asyncio.wait_for(intake.create(hash_key(key), new("later", 3)), 10)
+            later = await asyncio.wait_for(intake.create(hash_key(key), order_of(3)), 10)
             await blocker.rollback()
             return later, await asyncio.gather(*failed, return_exceptions=True)
 
@@ -423,8 +420,8 @@ def test_creates_with_one_idempotency_key_never_share_a_batch(db: Conn, database
     assert count(db, f"SELECT count(*) AS n FROM withdrawals WHERE client_id = '{client_id}'") == 1
 
 
-def order_of(amount: int) -> NewWithdrawal:
-    return NewWithdrawal(str(uuid.uuid4()), b"h" * 32, "localhost", "USDT", RECIPIENT, amount, None)
+def order_of(amount: int, idempotency_key: str | None = None) -> NewWithdrawal:
+    return NewWithdrawal(idempotency_key or str(uuid.uuid4()), b"h" * 32, "localhost", "USDT", RECIPIENT, amount, None)
 
 
 def test_too_many_waiting_creates_are_refused_as_busy(
