@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from eth_hash.auto import keccak
+from sha3 import keccak_256
 
 _HEX_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
 ZERO_ADDRESS = "0x" + "0" * 40
@@ -27,9 +27,9 @@ def _checksummed(body: str) -> str:
 
     eth_utils' to_checksum_address does the same behind several layers of argument checks that
     cost about three times as much; the API runs this on every create, so the letters change case
-    in one integer operation rather than one by one (the hash is most of what is left)."""
+    in one integer operation rather than one by one, and the hash is one C call."""
     lower = body.lower().encode("ascii")
-    digits = keccak(lower).hex()[:40].encode("ascii")
+    digits = keccak_256(lower).hexdigest()[:40].encode("ascii")
     flips = int.from_bytes(digits.translate(_HASH_UPPERS), "big") & int.from_bytes(lower.translate(_LETTERS), "big")
     return "0x" + (int.from_bytes(lower, "big") ^ flips).to_bytes(40, "big").decode("ascii")
 

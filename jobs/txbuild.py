@@ -9,7 +9,7 @@ from typing import Any
 import coincurve
 import rlp
 from eth_account.signers.local import LocalAccount
-from eth_hash.auto import keccak
+from sha3 import keccak_256
 
 # keccak("transfer(address,uint256)")[:4]
 ERC20_TRANSFER = bytes.fromhex("a9059cbb")
@@ -109,13 +109,13 @@ class Signer:
         if eip1559:
             tip, cap = _uint(fields, "maxPriorityFeePerGas"), _uint(fields, "maxFeePerGas")
             body = [chain_id, nonce, tip, cap, gas, to, value, data, []]  # [] = no access list
-            y, r, s = self._signature(keccak(b"\x02" + rlp.encode(body)))
+            y, r, s = self._signature(keccak_256(b"\x02" + rlp.encode(body)).digest())
             raw = b"\x02" + rlp.encode([*body, y, r, s])
         else:
             body = [nonce, _uint(fields, "gasPrice"), gas, to, value, data]
-            y, r, s = self._signature(keccak(rlp.encode([*body, chain_id, 0, 0])))
+            y, r, s = self._signature(keccak_256(rlp.encode([*body, chain_id, 0, 0])).digest())
             raw = rlp.encode([*body, chain_id * 2 + 35 + y, r, s])
-        return SignedTx(raw=raw, tx_hash="0x" + keccak(raw).hex())
+        return SignedTx(raw=raw, tx_hash="0x" + keccak_256(raw).hexdigest())
 
     def _signature(self, digest: bytes) -> tuple[int, int, int]:
         """(y parity, r, s) of a low-s secp256k1 signature of `digest` (libsecp256k1 gives low s)."""
