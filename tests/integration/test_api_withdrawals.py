@@ -325,6 +325,20 @@ def test_oversized_chunked_body_is_413(acme: Caller, db: Conn) -> None:
     assert nothing_written(db)
 
 
+def test_a_chunked_body_within_the_limit_is_read_whole(acme: Caller, db: Conn) -> None:
+    data = json.dumps(order(amount="12.5", reference="r" * 100)).encode()
+    chunks = iter([data[i : i + 16] for i in range(0, len(data), 16)])  # no Content-Length
+    response = acme.http.post(
+        "/v1/withdrawals",
+        content=chunks,
+        headers={"Idempotency-Key": "k1", "Content-Type": "application/json"},
+    )
+    assert "content-length" not in response.request.headers
+    assert response.status_code == 201, response.text
+    assert (response.json()["amount"], response.json()["reference"]) == ("12.5", "r" * 100)
+    assert count(db, "SELECT count(*) AS n FROM withdrawals WHERE reference = %s", "r" * 100) == 1
+
+
 @pytest.mark.parametrize(
     ("headers", "code"),
     [
