@@ -34,7 +34,6 @@ def test_spellings_of_one_request_share_a_fingerprint_and_other_requests_do_not(
     assert len({request_hash(c) for c in others + same[:1]}) == 5
 
 
-
 @given(
     chain=st.text(),
     asset=st.text(),
