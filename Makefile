@@ -31,7 +31,9 @@ lint: $(STAMP)
 # `make bench BENCH_FLAGS=--quick` runs the end-to-end and growth benchmarks small (minutes).
 bench: $(STAMP)
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+	@command -v valgrind >/dev/null || { apt-get update -qq && apt-get install -y -qq valgrind; }
 	@mkdir -p bench/results
+	$(PY) -m bench.instructions --out bench/results/instructions.md
 	$(PY) -m bench.ingest --out bench/results/ingest.md
 	$(PY) -m bench.gas_report --out bench/results/gas.md
 	$(PY) -m bench.e2e $(BENCH_FLAGS) --out bench/results/e2e.md
