@@ -97,8 +97,9 @@ class Intake:
             task = asyncio.create_task(self._write())
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
-        # Shielded: a client that hangs up does not cancel the write its create is part of.
-        return await asyncio.shield(done)
+        # A client that hangs up cancels `done` alone: the writer's task goes on, writes the
+        # create with its batch, and passes over the cancelled future (_settle).
+        return await done
 
     async def close(self) -> None:
         """Wait for the batches being written (at shutdown, after the last request)."""

@@ -359,6 +359,31 @@ def test_creates_waiting_on_a_collecting_writer_hear_it_when_the_writers_are_can
     assert count(db, f"SELECT count(*) AS n FROM withdrawals WHERE client_id = '{client_id}'") == 1
 
 
+def test_a_create_whose_request_is_gone_is_still_written_with_its_batch(db: Conn, database_url: str) -> None:
+    client_id, key = make_client(db, "acme")
+
+    async def run() -> tuple[bool, list[Any], int]:
+        async with (
+            intake_on(database_url, 2) as intake,
+            await psycopg.AsyncConnection.connect(database_url) as blocker,
+            await psycopg.AsyncConnection.connect(database_url, autocommit=True) as watcher,
+        ):
+            await blocker.execute("LOCK TABLE withdrawals IN SHARE MODE")  # the batch's insert waits
+            creates = [asyncio.ensure_future(intake.create(hash_key(key), order_of(a))) for a in (1, 2, 3)]
+            await until_waiting_on_locks(watcher, 1)  # one batch of all three, in flight
+            creates[0].cancel()  # its client hung up: the request's task is cancelled
+            await blocker.rollback()
+            rows = await asyncio.wait_for(asyncio.gather(*creates[1:]), 10)
+            await intake.close()
+            return creates[0].cancelled(), rows, intake.running
+
+    cancelled, rows, running = asyncio.run(run())
+    assert cancelled
+    assert [int(r["amount"]) for r in rows] == [2, 3]
+    assert statements_of(db, client_id) == [[1, 2, 3]]
+    assert running == 0
+
+
 def create_reads(db: Conn, key: str, relation: str) -> list[tuple[str, str | None]]:
     """How the plan of one create's statement reads `relation`: (node type, index) per scan."""
     params = repo.insert_params([(hash_key(key), order_of(1))])
