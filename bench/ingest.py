@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import psycopg
@@ -62,6 +63,19 @@ def scratch_database() -> str:
     url = ADMIN_URL.rpartition("/")[0] + "/" + name
     migrate(url)
     return url
+
+
+def seeded_database() -> tuple[str, uuid.UUID, str]:
+    """The scratch database with the benchmark history, and a client to send creates as: (URL,
+    the client's id, its API key)."""
+    url = scratch_database()
+    with psycopg.connect(url, autocommit=True) as conn:
+        bench_client = clients.create_client(conn, "bench")
+        key = clients.create_key(conn, bench_client)
+        history_client = clients.create_client(conn, "history")
+    # Tables of a running system, not a new database's first minute (bench/history.py).
+    fill(url, str(history_client), 0, SEED, HISTORY_PAYEE)
+    return url, bench_client, key
 
 
 def run_wrk(
@@ -143,14 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install wrk")
 
-    url = scratch_database()
+    url, bench_client, key = seeded_database()
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(BARE_TABLE)
-        bench_client = clients.create_client(conn, "bench")
-        key = clients.create_key(conn, bench_client)
-        history_client = clients.create_client(conn, "history")
-    # Tables of a running system, not a new database's first minute (bench/history.py).
-    fill(url, str(history_client), 0, SEED, HISTORY_PAYEE)
     port = free_port()
     log = (REPO_ROOT / "bench/results").resolve()
     log.mkdir(parents=True, exist_ok=True)

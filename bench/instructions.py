@@ -18,7 +18,7 @@ every create must be answered 201 and be in the database. Counted: the API proce
 and C code (validation, auth, the intake, psycopg, the answer), not Postgres's (another process)
 and not an HTTP server's parsing and writing (uvicorn's share; bench.ingest's no-op endpoint
 shows what it costs).
-Needs valgrind (Debian package `valgrind`); takes about a minute.
+Needs valgrind (Debian package `valgrind`); takes about 20 seconds.
 """
 
 from __future__ import annotations
@@ -38,9 +38,7 @@ from typing import Any
 
 import psycopg
 
-from bench.history import SEED, fill
-from bench.ingest import HISTORY_PAYEE, RECIPIENT, scratch_database
-from db import clients
+from bench.ingest import RECIPIENT, drop_scratch_database, seeded_database
 from tests.conftest import REPO_ROOT
 
 BATCH = 64
@@ -100,7 +98,7 @@ def _callgrind_instrumentation(state: str) -> None:
         raise SystemExit(f"callgrind_control --instr={state} failed ({control.returncode})")
 
 
-async def _serve_and_send(creates: int, under_callgrind: bool) -> None:
+async def _serve_and_send(creates: int) -> None:
     from app.main import create_app
 
     app = create_app()
@@ -110,21 +108,20 @@ async def _serve_and_send(creates: int, under_callgrind: bool) -> None:
     waves = -(-creates // BATCH)
     async with app.router.lifespan_context(app):
         for wave in range(WARM + waves):
-            if wave == WARM and under_callgrind:
+            if wave == WARM:
                 _callgrind_instrumentation("on")
             keys = [run + b"-%d-%d" % (wave, n) for n in range(BATCH)]
             statuses = await asyncio.gather(*(_create(app, key, k, body) for k in keys))
             if any(s != 201 for s in statuses):
                 raise SystemExit(f"wave {wave}: answers {sorted(set(statuses))}, every create must be 201")
-        if under_callgrind:
-            _callgrind_instrumentation("off")
+        _callgrind_instrumentation("off")
 
 
 def child(creates: int) -> None:
     import uvloop
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(_serve_and_send(creates, under_callgrind=True))
+        runner.run(_serve_and_send(creates))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -143,49 +140,47 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         raise SystemExit("valgrind is not installed: apt-get install valgrind")
 
-    url = scratch_database()
-    with psycopg.connect(url, autocommit=True) as conn:
-        bench_client = clients.create_client(conn, "bench")
-        key = clients.create_key(conn, bench_client)
-        history_client = clients.create_client(conn, "history")
-    fill(url, str(history_client), 0, SEED, HISTORY_PAYEE)
     creates = -(-args.creates // BATCH) * BATCH
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "callgrind.out"
-        started = time.monotonic()
-        counted = subprocess.run(
-            [
-                "valgrind",
-                "--quiet",
-                "--tool=callgrind",
-                "--instr-atstart=no",
-                f"--callgrind-out-file={out}",
-                sys.executable,
-                "-m",
-                "bench.instructions",
-                "--child",
-                "--creates",
-                str(creates),
-            ],
-            cwd=REPO_ROOT,
-            # One hash seed, so that two runs of one commit execute the same code paths.
-            env=os.environ | {"DATABASE_URL": url, "BENCH_KEY": key, "PYTHONHASHSEED": "0"},
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        if counted.returncode != 0:
-            raise SystemExit(f"the counted process failed ({counted.returncode}):\n{counted.stderr[-2000:]}")
-        seconds = time.monotonic() - started
-        match = TOTAL.search(out.read_text(errors="replace"))
-        if match is None:
-            raise SystemExit(f"no instruction total in {out}")
-        total = int(match.group(1))
-    with psycopg.connect(url) as conn:
-        row = conn.execute("SELECT count(*) FROM withdrawals WHERE client_id = %s", (bench_client,)).fetchone()
-    stored = row[0] if row else 0
-    expected = (WARM * BATCH) + creates
-    if stored != expected:
-        raise SystemExit(f"{stored} withdrawals in the database, {expected} were created")
+    url, bench_client, key = seeded_database()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "callgrind.out"
+            started = time.monotonic()
+            counted = subprocess.run(
+                [
+                    "valgrind",
+                    "--quiet",
+                    "--tool=callgrind",
+                    "--instr-atstart=no",
+                    f"--callgrind-out-file={out}",
+                    sys.executable,
+                    "-m",
+                    "bench.instructions",
+                    "--child",
+                    "--creates",
+                    str(creates),
+                ],
+                cwd=REPO_ROOT,
+                # One hash seed, so that two runs of one commit execute the same code paths.
+                env=os.environ | {"DATABASE_URL": url, "BENCH_KEY": key, "PYTHONHASHSEED": "0"},
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            if counted.returncode != 0:
+                raise SystemExit(f"the counted process failed ({counted.returncode}):\n{counted.stderr[-2000:]}")
+            seconds = time.monotonic() - started
+            match = TOTAL.search(out.read_text(errors="replace"))
+            if match is None:
+                raise SystemExit(f"no instruction total in {out}")
+            total = int(match.group(1))
+        with psycopg.connect(url) as conn:
+            row = conn.execute("SELECT count(*) FROM withdrawals WHERE client_id = %s", (bench_client,)).fetchone()
+        stored = row[0] if row else 0
+        expected = (WARM * BATCH) + creates
+        if stored != expected:
+            raise SystemExit(f"{stored} withdrawals in the database, {expected} were created")
+    finally:
+        drop_scratch_database()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True)
     text = (
         f"Instructions per create (API process, callgrind): {total / creates:,.0f}\n"
