@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.ingest [--duration 10] [--out FILE]
 
-Creates a scratch database (`payouts_bench`, on TEST_DATABASE_URL's server), serves the API and
+Creates a scratch database (`payouts_bench_ingest`, on TEST_DATABASE_URL's server), serves the API and
 the yardstick endpoints (bench/server.py) from one uvicorn process (uvloop, httptools, one
 worker), and drives them with wrk (Debian package `wrk`, a separate process; 2 threads) at 10,
 100 and 1,000 connections, each taking all the server gives; then the API alone again at 100
@@ -27,12 +27,12 @@ from pathlib import Path
 
 import psycopg
 
-from app.cli import migrate
 from bench.history import SEED, fill
 from bench.server import BARE_TABLE
+from bench.stack import drop_database, scratch_database
 from db import clients
 from jobs import devchain
-from tests.conftest import ADMIN_URL, REPO_ROOT, free_port
+from tests.conftest import REPO_ROOT, free_port
 
 CONNECTIONS = (10, 100, 1000)
 PACED_CONNECTIONS = 100
@@ -47,28 +47,13 @@ SCRIPT = REPO_ROOT / "bench" / "post.lua"
 RESULT = re.compile(r"RESULT rps=([\d.]+) p50=([\d.]+) p95=([\d.]+) p99=([\d.]+) requests=(\d+) errors=(\d+)")
 
 
-DATABASE = "payouts_bench"
-
-
-def drop_scratch_database() -> None:
-    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
-
-
-def scratch_database() -> str:
-    name = DATABASE
-    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.execute(f'CREATE DATABASE "{name}"')
-    url = ADMIN_URL.rpartition("/")[0] + "/" + name
-    migrate(url)
-    return url
+DATABASE = "payouts_bench_ingest"
 
 
 def seeded_database() -> tuple[str, uuid.UUID, str]:
     """The scratch database with the benchmark history, and a client to send creates as: (URL,
     the client's id, its API key)."""
-    url = scratch_database()
+    url = scratch_database(DATABASE)
     with psycopg.connect(url, autocommit=True) as conn:
         bench_client = clients.create_client(conn, "bench")
         key = clients.create_key(conn, bench_client)
@@ -232,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         server.terminate()
         server.wait(timeout=20)
-        drop_scratch_database()
+        drop_database(DATABASE)
 
     lines = [
         f"Ingest, {args.duration} s per cell, one uvicorn process (uvloop), wrk -t2 on the same 2-core machine.",

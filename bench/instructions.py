@@ -9,10 +9,11 @@ instruction count does not: the same code, inputs and environment give the same 
 fraction of a percent, whatever else the machine is doing. So a change to the API's hot path is
 judged here first (before and after, on one machine), then in requests per second.
 
-What runs: a scratch database (`payouts_bench`, with the benchmark history of bench/history.py),
-and under `valgrind --tool=callgrind` a Python process that serves the API in process (the ASGI
-app called directly, uvloop, no HTTP server, no socket) and sends it creates in waves of BATCH
-concurrent requests, as a loaded server receives them, so the intake writes them in batches.
+What runs: bench.ingest's scratch database (`payouts_bench_ingest`, with the history of
+bench/history.py), and under `valgrind --tool=callgrind` a Python process that serves the API
+in process (the ASGI app called directly, uvloop, no HTTP server, no socket) and sends it
+creates in waves of BATCH concurrent requests, as a loaded server receives them, so the intake
+writes them in batches.
 Counting is switched on (callgrind_control) after WARM waves and off after the measured ones;
 every create must be answered 201 and be in the database. Counted: the API process's Python
 and C code (validation, auth, the intake, psycopg, the answer), not Postgres's (another process)
@@ -38,7 +39,8 @@ from typing import Any
 
 import psycopg
 
-from bench.ingest import RECIPIENT, drop_scratch_database, seeded_database
+from bench.ingest import DATABASE, RECIPIENT, seeded_database
+from bench.stack import drop_database
 from tests.conftest import REPO_ROOT
 
 BATCH = 64
@@ -180,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         if stored != expected:
             raise SystemExit(f"{stored} withdrawals in the database, {expected} were created")
     finally:
-        drop_scratch_database()
+        drop_database(DATABASE)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True)
     text = (
         f"Instructions per create (API process, callgrind): {total / creates:,.0f}\n"
