@@ -259,6 +259,29 @@ def test_a_burst_is_written_once_no_more_creates_come_without_waiting_the_whole_
     assert statements_of(db, client_id) == [[1], [2, 3, 4, 5, 6]]
 
 
+def test_a_writer_stops_collecting_once_enough_creates_wait(db: Conn, database_url: str) -> None:
+    # Clients that each wait for their answer send no more while their creates wait: collecting
+    # for `linger` would leave the API and Postgres idle for nothing.
+    client_id, key = make_client(db, "acme")
+    linger, quiet = 60.0, 60.0
+
+    async def run() -> list[Any]:
+        async with intake_on(database_url, 4, writers=4, linger=linger, quiet=quiet, enough=4) as intake:
+            await intake.create(hash_key(key), order_of(1))  # alone: written at once
+            # Three together: fewer than `enough`, the writer collects (for a minute).
+            first = [asyncio.ensure_future(intake.create(hash_key(key), order_of(a))) for a in (2, 3, 4)]
+            await asyncio.sleep(0.2)
+            assert intake.collecting == 1
+            assert not any(create.done() for create in first)
+            # Two more make `enough` and more: the writer stops waiting at its next look.
+            rest = [intake.create(hash_key(key), order_of(a)) for a in (5, 6)]
+            return await asyncio.wait_for(asyncio.gather(*first, *rest), 10)
+
+    rows = asyncio.run(run())
+    assert [int(r["amount"]) for r in rows] == [2, 3, 4, 5, 6]
+    assert statements_of(db, client_id) == [[1], [2, 3, 4, 5, 6]]
+
+
 async def until_waiting_on_locks(watcher: psycopg.AsyncConnection[Any], statements: int) -> None:
     for _ in range(1000):
         cur = await watcher.execute(
