@@ -389,7 +389,7 @@ def report(rows: list[dict[str, Any]], fills: list[tuple[int, float]], note: str
         f"Growth, {machine()}, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC{note}.",
         "History: CONFIRMED withdrawals (8 events each, a quarter paid alone, the rest in batches of 100) "
         "bulk-inserted with generate_series, with the USER triggers of `withdrawals` disabled during the fill "
-        "(inside its transaction); then VACUUM ANALYZE.",
+        "(inside its transaction); then VACUUM ANALYZE and a CHECKPOINT (the fill's writes on disk before measuring).",
         "Ingest: wrk, 100 connections, API alone. End-to-end: 1 s blocks / 300M gas, as bench/e2e.py.",
         "",
         "| history withdrawals | fill s | withdrawals / events size | ingest req/s | ingest p50 / p95 / p99 ms "

@@ -136,8 +136,9 @@ def fill(url: str, client_id: str, have: int, want: int, batch_contract: str) ->
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("VACUUM (ANALYZE) " + ", ".join(BIG_TABLES))
         # The fill leaves up to 2 GB written but not yet on disk (a million withdrawals); the
-        # kernel writing it out during a measurement held commits waiting on their WAL flush
+        # kernel writing it out during a measurement can hold commits waiting on their WAL flush
         # (ingest at 100 connections, 1,000,000 stored: p95 34-55 ms in three runs of four,
-        # 12.7 ms in the fourth). A running system's writes reach the disk as they come.
+        # 12.7 ms in the fourth; 11.8-12.3 ms with this). A running system's writes reach the
+        # disk as they come.
         conn.execute("CHECKPOINT")
     return time.monotonic() - started
