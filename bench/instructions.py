@@ -37,9 +37,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import psycopg
-
-from bench.ingest import DATABASE, RECIPIENT, seeded_database
+from bench.ingest import DATABASE, RECIPIENT, created_count, seeded_database
 from bench.stack import drop_database
 from tests.conftest import REPO_ROOT
 
@@ -175,9 +173,7 @@ def main(argv: list[str] | None = None) -> int:
             if match is None:
                 raise SystemExit(f"no instruction total in {out}")
             total = int(match.group(1))
-        with psycopg.connect(url) as conn:
-            row = conn.execute("SELECT count(*) FROM withdrawals WHERE client_id = %s", (bench_client,)).fetchone()
-        stored = row[0] if row else 0
+        stored = created_count(url, bench_client)
         expected = (WARM * BATCH) + creates
         if stored != expected:
             raise SystemExit(f"{stored} withdrawals in the database, {expected} were created")
